@@ -1,0 +1,22 @@
+//! `GET /health`: answers 200 when the database answers, 503 (problem+json) when it does not.
+
+use http::StatusCode;
+use serde_json::json;
+
+use super::{ApiResult, Ctx, json_response};
+use crate::error::ApiError;
+use crate::store;
+
+pub async fn health(ctx: &Ctx<'_>) -> ApiResult {
+    match store::ping(ctx.db).await {
+        Ok(()) => Ok(json_response(
+            StatusCode::OK,
+            &json!({"status": "ok", "database": "ok"}),
+        )),
+        Err(e) => {
+            crate::log::warn("health check failed", json!({"error": e.to_string()}));
+            Err(ApiError::unavailable("the database is not reachable")
+                .with_extension("database", json!("unavailable")))
+        }
+    }
+}

@@ -1,0 +1,285 @@
+//! Native implementations of the ports (feature `native`): tokio-postgres through a deadpool pool,
+//! reqwest for outbound HTTP, the system clock. They refuse what Spin refuses (e.g. a
+//! `timestamptz` column in a result set), so native tests catch statements Spin would reject.
+
+use std::cell::Cell;
+use std::error::Error as StdError;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
+use chrono::{DateTime, Utc};
+use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod};
+use tokio::sync::OnceCell;
+use tokio_postgres::NoTls;
+use tokio_postgres::types::{IsNull, ToSql, Type, to_sql_checked};
+
+use crate::ports::{Clock, Db, DbError, HttpClient, HttpError, Param, Row, Value};
+
+/// A NULL that binds to a parameter of any type (tokio-postgres checks `Option<T>` against `T`).
+#[derive(Debug)]
+struct AnyNull;
+
+impl ToSql for AnyNull {
+    fn to_sql(
+        &self,
+        _: &Type,
+        _: &mut BytesMut,
+    ) -> Result<IsNull, Box<dyn StdError + Sync + Send>> {
+        Ok(IsNull::Yes)
+    }
+    fn accepts(_: &Type) -> bool {
+        true
+    }
+    to_sql_checked!();
+}
+
+fn to_sql(p: &Param) -> Box<dyn ToSql + Sync + Send> {
+    match p {
+        Param::Null => Box::new(AnyNull),
+        Param::Bool(b) => Box::new(*b),
+        Param::Int32(n) => Box::new(*n),
+        Param::Int64(n) => Box::new(*n),
+        Param::Float64(n) => Box::new(*n),
+        Param::Text(s) => Box::new(s.clone()),
+        Param::Jsonb(j) => Box::new(j.clone()),
+        Param::Uuid(u) => Box::new(*u),
+        Param::TextArray(a) => Box::new(a.clone()),
+        Param::Bytes(b) => Box::new(b.clone()),
+    }
+}
+
+fn map_err(e: tokio_postgres::Error) -> DbError {
+    if let Some(db) = e.as_db_error() {
+        DbError::Query {
+            code: Some(db.code().code().to_owned()),
+            message: db.message().to_owned(),
+        }
+    } else if e.is_closed() {
+        DbError::Connect(e.to_string())
+    } else {
+        DbError::Query {
+            code: None,
+            message: e.to_string(),
+        }
+    }
+}
+
+fn decode(row: &tokio_postgres::Row, i: usize) -> Result<Value, DbError> {
+    let col = &row.columns()[i];
+    let name = col.name();
+    let err = |e: tokio_postgres::Error| DbError::Decode(format!("{name}: {e}"));
+    let v = match *col.type_() {
+        Type::BOOL => row.try_get::<_, Option<bool>>(i).map_err(err)?.map(Value::Bool),
+        Type::INT2 => row.try_get::<_, Option<i16>>(i).map_err(err)?.map(Value::Int16),
+        Type::INT4 => row.try_get::<_, Option<i32>>(i).map_err(err)?.map(Value::Int32),
+        Type::INT8 => row.try_get::<_, Option<i64>>(i).map_err(err)?.map(Value::Int64),
+        Type::FLOAT4 => row
+            .try_get::<_, Option<f32>>(i)
+            .map_err(err)?
+            .map(|f| Value::Float64(f64::from(f))),
+        Type::FLOAT8 => row.try_get::<_, Option<f64>>(i).map_err(err)?.map(Value::Float64),
+        Type::TEXT | Type::VARCHAR | Type::BPCHAR => {
+            row.try_get::<_, Option<String>>(i).map_err(err)?.map(Value::Text)
+        }
+        Type::JSONB => row
+            .try_get::<_, Option<serde_json::Value>>(i)
+            .map_err(err)?
+            .map(Value::Jsonb),
+        Type::UUID => row.try_get::<_, Option<uuid::Uuid>>(i).map_err(err)?.map(Value::Uuid),
+        Type::TEXT_ARRAY | Type::VARCHAR_ARRAY => row
+            .try_get::<_, Option<Vec<Option<String>>>>(i)
+            .map_err(err)?
+            .map(Value::TextArray),
+        Type::BYTEA => row.try_get::<_, Option<Vec<u8>>>(i).map_err(err)?.map(Value::Bytes),
+        Type::TIMESTAMPTZ => {
+            return Err(DbError::Decode(format!(
+                "{name}: timestamptz in a result set fails under Spin; select it as text or epoch ms"
+            )));
+        }
+        ref other => {
+            return Err(DbError::Decode(format!(
+                "{name}: column type {other} is not supported by Spin's Postgres binding"
+            )));
+        }
+    };
+    Ok(v.unwrap_or(Value::Null))
+}
+
+/// A pool of native connections to one database.
+#[derive(Clone)]
+pub struct PgPool(Pool);
+
+impl PgPool {
+    pub fn new(url: &str, max_size: usize) -> Result<Self, DbError> {
+        let config: tokio_postgres::Config = url
+            .parse()
+            .map_err(|e: tokio_postgres::Error| DbError::Connect(e.to_string()))?;
+        let mgr = Manager::from_config(
+            config,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(mgr)
+            .max_size(max_size)
+            .build()
+            .map_err(|e| DbError::Connect(e.to_string()))?;
+        Ok(PgPool(pool))
+    }
+
+    /// A per-request connection handle that checks a connection out on first use.
+    pub fn lazy(&self) -> PgDb {
+        PgDb {
+            pool: self.0.clone(),
+            conn: OnceCell::new(),
+            in_tx: Cell::new(false),
+        }
+    }
+}
+
+/// One connection for one request (the native twin of a Spin `pg4::Connection`). If it is
+/// dropped inside a transaction (a panic, say) the connection is discarded, never reused.
+pub struct PgDb {
+    pool: Pool,
+    conn: OnceCell<Object>,
+    in_tx: Cell<bool>,
+}
+
+impl PgDb {
+    async fn conn(&self) -> Result<&Object, DbError> {
+        self.conn
+            .get_or_try_init(|| async {
+                self.pool
+                    .get()
+                    .await
+                    .map_err(|e| DbError::Connect(e.to_string()))
+            })
+            .await
+    }
+
+    fn track(&self, sql: &str) {
+        let s = sql.trim_start();
+        let head = s.split_whitespace().next().unwrap_or("").to_ascii_uppercase();
+        match head.trim_end_matches(';') {
+            "BEGIN" | "START" => self.in_tx.set(true),
+            "COMMIT" | "ROLLBACK" | "END" => self.in_tx.set(false),
+            _ => {}
+        }
+    }
+}
+
+impl Drop for PgDb {
+    fn drop(&mut self) {
+        if self.in_tx.get() {
+            if let Some(obj) = self.conn.take() {
+                drop(Object::take(obj));
+            }
+        }
+    }
+}
+
+#[async_trait(?Send)]
+impl Db for PgDb {
+    async fn query(&self, sql: &str, params: &[Param]) -> Result<Vec<Row>, DbError> {
+        let conn = self.conn().await?;
+        let boxed: Vec<Box<dyn ToSql + Sync + Send>> = params.iter().map(to_sql).collect();
+        let refs: Vec<&(dyn ToSql + Sync)> = boxed
+            .iter()
+            .map(|b| b.as_ref() as &(dyn ToSql + Sync))
+            .collect();
+        let stmt = conn.prepare_cached(sql).await.map_err(map_err)?;
+        let rows = conn.query(&stmt, &refs).await.map_err(map_err)?;
+        let columns: Arc<[String]> = stmt.columns().iter().map(|c| c.name().to_owned()).collect();
+        rows.iter()
+            .map(|r| {
+                let values = (0..r.len()).map(|i| decode(r, i)).collect::<Result<_, _>>()?;
+                Ok(Row::new(columns.clone(), values))
+            })
+            .collect()
+    }
+
+    async fn execute(&self, sql: &str, params: &[Param]) -> Result<u64, DbError> {
+        let conn = self.conn().await?;
+        self.track(sql);
+        if params.is_empty() && !sql.contains('$') {
+            // Transaction control and DDL: no need to prepare.
+            conn.batch_execute(sql).await.map_err(map_err)?;
+            return Ok(0);
+        }
+        let boxed: Vec<Box<dyn ToSql + Sync + Send>> = params.iter().map(to_sql).collect();
+        let refs: Vec<&(dyn ToSql + Sync)> = boxed
+            .iter()
+            .map(|b| b.as_ref() as &(dyn ToSql + Sync))
+            .collect();
+        let stmt = conn.prepare_cached(sql).await.map_err(map_err)?;
+        conn.execute(&stmt, &refs).await.map_err(map_err)
+    }
+}
+
+/// Outbound HTTP through one shared reqwest client (connection reuse across requests).
+#[derive(Clone)]
+pub struct ReqwestHttp(reqwest::Client);
+
+impl Default for ReqwestHttp {
+    fn default() -> Self {
+        ReqwestHttp(
+            reqwest::Client::builder()
+                .pool_max_idle_per_host(32)
+                .build()
+                .unwrap_or_default(),
+        )
+    }
+}
+
+#[async_trait(?Send)]
+impl HttpClient for ReqwestHttp {
+    async fn send(
+        &self,
+        req: http::Request<Bytes>,
+        timeout: Duration,
+    ) -> Result<http::Response<Bytes>, HttpError> {
+        let (parts, body) = req.into_parts();
+        let mut builder = self
+            .0
+            .request(parts.method, parts.uri.to_string())
+            .timeout(timeout)
+            .body(body);
+        for (k, v) in &parts.headers {
+            builder = builder.header(k, v);
+        }
+        let map = |e: reqwest::Error| {
+            if e.is_timeout() {
+                HttpError::Timeout
+            } else if e.is_connect() {
+                HttpError::Connect(e.without_url().to_string())
+            } else {
+                HttpError::Other(e.without_url().to_string())
+            }
+        };
+        let resp = builder.send().await.map_err(map)?;
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let body = resp.bytes().await.map_err(map)?;
+        let mut out = http::Response::new(body);
+        *out.status_mut() = status;
+        *out.headers_mut() = headers;
+        Ok(out)
+    }
+}
+
+/// The system clock; sleeps on tokio's timer.
+#[derive(Clone, Copy, Default)]
+pub struct SystemClock;
+
+#[async_trait(?Send)]
+impl Clock for SystemClock {
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now()
+    }
+    async fn sleep(&self, d: Duration) {
+        tokio::time::sleep(d).await;
+    }
+}
