@@ -37,8 +37,12 @@ impl ApiError {
         Self::new(StatusCode::BAD_REQUEST, "Bad Request", Some(detail.into()))
     }
     pub fn unauthorized(detail: impl Into<String>) -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, "Unauthorized", Some(detail.into()))
-            .with_header("www-authenticate", "Bearer".into())
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "Unauthorized",
+            Some(detail.into()),
+        )
+        .with_header("www-authenticate", "Bearer".into())
     }
     pub fn forbidden(detail: impl Into<String>) -> Self {
         Self::new(StatusCode::FORBIDDEN, "Forbidden", Some(detail.into()))
@@ -94,7 +98,11 @@ impl ApiError {
     }
     /// An internal failure: the client sees only "internal error"; `cause` goes to the log.
     pub fn internal(cause: impl std::fmt::Display) -> Self {
-        let mut e = Self::new(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error", None);
+        let mut e = Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "Internal Server Error",
+            None,
+        );
         e.cause = Some(cause.to_string());
         e
     }
@@ -110,31 +118,30 @@ impl ApiError {
         self.cause.as_deref()
     }
 
-    /// Render as `application/problem+json`. For 5xx only `type`, `title`, `status` and the
-    /// request id are sent.
+    /// Render as `application/problem+json`. For a 500 only `type`, `title`, `status` and the
+    /// request id are sent; the cause stays in the log.
     pub fn into_response(self, request_id: &str) -> http::Response<Bytes> {
         let mut body = Map::new();
         body.insert("type".into(), json!("about:blank"));
         body.insert("title".into(), json!(self.title));
         body.insert("status".into(), json!(self.status.as_u16()));
-        if !self.status.is_server_error() {
+        // A 500 is opaque; other statuses carry only text written for clients.
+        if self.status != StatusCode::INTERNAL_SERVER_ERROR {
             if let Some(d) = &self.detail {
                 body.insert("detail".into(), json!(d));
             }
             for (k, v) in self.extensions {
                 body.insert(k, v);
             }
-        } else if self.status != StatusCode::INTERNAL_SERVER_ERROR {
-            if let Some(d) = &self.detail {
-                body.insert("detail".into(), json!(d));
-            }
         }
         body.insert("request_id".into(), json!(request_id));
         let bytes = serde_json::to_vec(&Value::Object(body)).unwrap_or_default();
         let mut resp = http::Response::new(Bytes::from(bytes));
         *resp.status_mut() = self.status;
-        resp.headers_mut()
-            .insert(http::header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+        resp.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static(PROBLEM_JSON),
+        );
         for (name, value) in self.headers {
             if let Ok(v) = HeaderValue::from_str(&value) {
                 resp.headers_mut().insert(name, v);
@@ -207,6 +214,10 @@ mod tests {
         let e: ApiError = DbError::Connect("postgres://user:pw@host refused".into()).into();
         let r = e.into_response("r3");
         assert_eq!(r.status(), 503);
-        assert!(!String::from_utf8(r.body().to_vec()).unwrap().contains("pw@host"));
+        assert!(
+            !String::from_utf8(r.body().to_vec())
+                .unwrap()
+                .contains("pw@host")
+        );
     }
 }

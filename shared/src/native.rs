@@ -71,28 +71,50 @@ fn decode(row: &tokio_postgres::Row, i: usize) -> Result<Value, DbError> {
     let name = col.name();
     let err = |e: tokio_postgres::Error| DbError::Decode(format!("{name}: {e}"));
     let v = match *col.type_() {
-        Type::BOOL => row.try_get::<_, Option<bool>>(i).map_err(err)?.map(Value::Bool),
-        Type::INT2 => row.try_get::<_, Option<i16>>(i).map_err(err)?.map(Value::Int16),
-        Type::INT4 => row.try_get::<_, Option<i32>>(i).map_err(err)?.map(Value::Int32),
-        Type::INT8 => row.try_get::<_, Option<i64>>(i).map_err(err)?.map(Value::Int64),
+        Type::BOOL => row
+            .try_get::<_, Option<bool>>(i)
+            .map_err(err)?
+            .map(Value::Bool),
+        Type::INT2 => row
+            .try_get::<_, Option<i16>>(i)
+            .map_err(err)?
+            .map(Value::Int16),
+        Type::INT4 => row
+            .try_get::<_, Option<i32>>(i)
+            .map_err(err)?
+            .map(Value::Int32),
+        Type::INT8 => row
+            .try_get::<_, Option<i64>>(i)
+            .map_err(err)?
+            .map(Value::Int64),
         Type::FLOAT4 => row
             .try_get::<_, Option<f32>>(i)
             .map_err(err)?
             .map(|f| Value::Float64(f64::from(f))),
-        Type::FLOAT8 => row.try_get::<_, Option<f64>>(i).map_err(err)?.map(Value::Float64),
-        Type::TEXT | Type::VARCHAR | Type::BPCHAR => {
-            row.try_get::<_, Option<String>>(i).map_err(err)?.map(Value::Text)
-        }
+        Type::FLOAT8 => row
+            .try_get::<_, Option<f64>>(i)
+            .map_err(err)?
+            .map(Value::Float64),
+        Type::TEXT | Type::VARCHAR | Type::BPCHAR => row
+            .try_get::<_, Option<String>>(i)
+            .map_err(err)?
+            .map(Value::Text),
         Type::JSONB => row
             .try_get::<_, Option<serde_json::Value>>(i)
             .map_err(err)?
             .map(Value::Jsonb),
-        Type::UUID => row.try_get::<_, Option<uuid::Uuid>>(i).map_err(err)?.map(Value::Uuid),
+        Type::UUID => row
+            .try_get::<_, Option<uuid::Uuid>>(i)
+            .map_err(err)?
+            .map(Value::Uuid),
         Type::TEXT_ARRAY | Type::VARCHAR_ARRAY => row
             .try_get::<_, Option<Vec<Option<String>>>>(i)
             .map_err(err)?
             .map(Value::TextArray),
-        Type::BYTEA => row.try_get::<_, Option<Vec<u8>>>(i).map_err(err)?.map(Value::Bytes),
+        Type::BYTEA => row
+            .try_get::<_, Option<Vec<u8>>>(i)
+            .map_err(err)?
+            .map(Value::Bytes),
         Type::TIMESTAMPTZ => {
             return Err(DbError::Decode(format!(
                 "{name}: timestamptz in a result set fails under Spin; select it as text or epoch ms"
@@ -162,7 +184,11 @@ impl PgDb {
 
     fn track(&self, sql: &str) {
         let s = sql.trim_start();
-        let head = s.split_whitespace().next().unwrap_or("").to_ascii_uppercase();
+        let head = s
+            .split_whitespace()
+            .next()
+            .unwrap_or("")
+            .to_ascii_uppercase();
         match head.trim_end_matches(';') {
             "BEGIN" | "START" => self.in_tx.set(true),
             "COMMIT" | "ROLLBACK" | "END" => self.in_tx.set(false),
@@ -173,10 +199,10 @@ impl PgDb {
 
 impl Drop for PgDb {
     fn drop(&mut self) {
-        if self.in_tx.get() {
-            if let Some(obj) = self.conn.take() {
-                drop(Object::take(obj));
-            }
+        if self.in_tx.get()
+            && let Some(obj) = self.conn.take()
+        {
+            drop(Object::take(obj));
         }
     }
 }
@@ -195,7 +221,9 @@ impl Db for PgDb {
         let columns: Arc<[String]> = stmt.columns().iter().map(|c| c.name().to_owned()).collect();
         rows.iter()
             .map(|r| {
-                let values = (0..r.len()).map(|i| decode(r, i)).collect::<Result<_, _>>()?;
+                let values = (0..r.len())
+                    .map(|i| decode(r, i))
+                    .collect::<Result<_, _>>()?;
                 Ok(Row::new(columns.clone(), values))
             })
             .collect()

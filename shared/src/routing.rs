@@ -68,7 +68,8 @@ impl RoutePattern {
     /// Match a request path (no query string). Returns the path parameters on success.
     pub fn matches(&self, path: &str) -> Option<Params> {
         let parts: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
-        if parts.len() < self.segments.len() || (!self.wildcard && parts.len() != self.segments.len())
+        if parts.len() < self.segments.len()
+            || (!self.wildcard && parts.len() != self.segments.len())
         {
             return None;
         }
@@ -141,7 +142,10 @@ mod tests {
         assert_eq!(m.get("service_id"), Some("s1"));
         assert!(r.matches("/api/v1/orgs/o1/services").is_none());
         assert!(r.matches("/api/v1/orgs/o1/services/s1/x").is_none());
-        assert_eq!(r.param_names().collect::<Vec<_>>(), ["org_id", "service_id"]);
+        assert_eq!(
+            r.param_names().collect::<Vec<_>>(),
+            ["org_id", "service_id"]
+        );
     }
 
     #[test]

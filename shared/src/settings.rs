@@ -114,7 +114,10 @@ mod tests {
     #[test]
     fn defaults() {
         let settings = Settings::from_config(&HashMap::new());
-        assert_eq!(settings.default_golioth_base_url(), DEFAULT_GOLIOTH_BASE_URL);
+        assert_eq!(
+            settings.default_golioth_base_url(),
+            DEFAULT_GOLIOTH_BASE_URL
+        );
         assert!(settings.cors_allowed_origins.is_empty());
         assert_eq!(settings.slice_budget_ms, 20_000);
         assert!(Settings::require(&settings.jwt_secret, "jwt_secret").is_err());

@@ -99,12 +99,12 @@ fn map_err(e: pg4::PgError) -> DbError {
             code: None,
             message: m,
         },
-        pg4::PgError::BadParameter(m) | pg4::PgError::ValueConversionFailed(m) | pg4::PgError::Other(m) => {
-            DbError::Query {
-                code: None,
-                message: m,
-            }
-        }
+        pg4::PgError::BadParameter(m)
+        | pg4::PgError::ValueConversionFailed(m)
+        | pg4::PgError::Other(m) => DbError::Query {
+            code: None,
+            message: m,
+        },
     }
 }
 

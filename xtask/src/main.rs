@@ -1,1 +1,187 @@
-fn main() {}
+//! `cargo xtask <command>`: the project's commands.
+//! - `up`: run the whole system locally (Postgres found or started, migrations, host, demo data).
+//! - `test`: everything CI checks — toolchain setup, fmt, clippy (native and wasm), all tests,
+//!   the wasm builds of every component and the import check.
+//! - `check-imports`: build the components for wasm32-wasip2 and check their imports/exports.
+
+mod imports;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+
+/// The Spin components: (cargo package, wasm file stem, kind).
+const COMPONENTS: &[(&str, &str, imports::Kind)] = &[
+    ("device-sync", "device_sync", imports::Kind::Http),
+    ("golioth-webhook", "golioth_webhook", imports::Kind::Http),
+    ("conflicts", "conflicts", imports::Kind::Http),
+    ("scheduler", "scheduler", imports::Kind::Cron),
+];
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn cargo() -> Command {
+    let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    c.current_dir(root());
+    c
+}
+
+/// Run a step, printing its name and duration; fail the whole command if it fails.
+fn step(name: &str, mut cmd: Command) -> Result<()> {
+    println!("\n==> {name}");
+    let started = Instant::now();
+    let status = cmd.status().with_context(|| format!("starting: {name}"))?;
+    println!(
+        "<== {name}: {status} in {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+    if !status.success() {
+        bail!("step failed: {name}");
+    }
+    Ok(())
+}
+
+fn ensure_wasm_target() -> Result<()> {
+    let installed = Command::new("rustup")
+        .args(["target", "list", "--installed"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).contains("wasm32-wasip2"))
+        .unwrap_or(false);
+    if !installed {
+        let mut c = Command::new("rustup");
+        c.args(["target", "add", "wasm32-wasip2"]);
+        step("install the wasm32-wasip2 target", c)?;
+    }
+    Ok(())
+}
+
+fn build_components() -> Result<()> {
+    let mut c = cargo();
+    c.args(["build", "--target", "wasm32-wasip2", "--release"]);
+    for (pkg, _, _) in COMPONENTS {
+        c.args(["-p", pkg]);
+    }
+    step("build every component for wasm32-wasip2", c)
+}
+
+fn check_imports() -> Result<()> {
+    println!("\n==> import check");
+    let dir = target_dir().join("wasm32-wasip2/release");
+    let mut failed = false;
+    for (pkg, stem, kind) in COMPONENTS {
+        let path = dir.join(format!("{stem}.wasm"));
+        let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+        match imports::check(*kind, &bytes) {
+            Ok(s) => {
+                println!("{pkg} ({} KiB): ok", bytes.len() / 1024);
+                for i in &s.imports {
+                    println!("  import {i}");
+                }
+                for t in &s.type_imports {
+                    println!("  import type {t}");
+                }
+                for e in &s.exports {
+                    println!("  export {e}");
+                }
+            }
+            Err(e) => {
+                println!("{pkg}: FAILED: {e:#}");
+                failed = true;
+            }
+        }
+    }
+    if failed {
+        bail!("import check failed");
+    }
+    println!("<== import check: every component passes");
+    Ok(())
+}
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target"))
+}
+
+fn test() -> Result<()> {
+    let started = Instant::now();
+    ensure_wasm_target()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let server = rt.block_on(host::pgenv::locate())?;
+    println!("postgres for tests: {}", server.origin);
+    // Children find the same server without probing again.
+    let db_url = server.admin_url.clone();
+    let with_db = |mut c: Command| {
+        c.env("DATABASE_URL", &db_url);
+        c
+    };
+
+    let mut c = cargo();
+    c.args(["fmt", "--all", "--", "--check"]);
+    step("cargo fmt --check", c)?;
+
+    let mut c = cargo();
+    c.args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]);
+    step("cargo clippy (native) -D warnings", c)?;
+
+    let mut c = cargo();
+    c.args(["clippy", "--target", "wasm32-wasip2", "-p", "shared"]);
+    for (pkg, _, _) in COMPONENTS {
+        c.args(["-p", pkg]);
+    }
+    c.args(["--", "-D", "warnings"]);
+    step("cargo clippy (wasm32-wasip2) -D warnings", c)?;
+
+    let mut c = with_db(cargo());
+    c.args(["test", "--workspace", "--all-targets"]);
+    step("cargo test --workspace", c)?;
+
+    build_components()?;
+    check_imports()?;
+
+    println!(
+        "\nall checks passed in {:.0}s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("up") => {
+            let mut opts = host::dev::UpOptions::default();
+            if let Some(i) = args.iter().position(|a| a == "--listen") {
+                opts.listen = args
+                    .get(i + 1)
+                    .context("--listen ADDR")?
+                    .parse()
+                    .context("--listen")?;
+            }
+            tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?
+                .block_on(host::dev::up(opts))
+        }
+        Some("test") => test(),
+        Some("check-imports") => {
+            ensure_wasm_target()?;
+            build_components()?;
+            check_imports()
+        }
+        _ => bail!("usage: cargo xtask up [--listen ADDR] | test | check-imports"),
+    }
+}

@@ -126,26 +126,78 @@ pub fn routes(component: Component) -> &'static [Route] {
         r("POST", "/internal/tick", Tick),
         r("GET", "/api/v1/orgs/:org_id/services", ListServices),
         r("POST", "/api/v1/orgs/:org_id/services", CreateService),
-        r("GET", "/api/v1/orgs/:org_id/services/:service_id", GetService),
-        r("PATCH", "/api/v1/orgs/:org_id/services/:service_id", UpdateService),
-        r("DELETE", "/api/v1/orgs/:org_id/services/:service_id", DeleteService),
-        r("POST", "/api/v1/orgs/:org_id/services/:service_id/test", TestService),
-        r("GET", "/api/v1/orgs/:org_id/services/:service_id/assignments", ListAssignments),
-        r("POST", "/api/v1/orgs/:org_id/services/:service_id/assignments", AddAssignments),
-        r("DELETE", "/api/v1/orgs/:org_id/services/:service_id/assignments", RemoveAssignments),
-        r("POST", "/api/v1/orgs/:org_id/services/:service_id/sync", StartSync),
-        r("GET", "/api/v1/orgs/:org_id/services/:service_id/stats", ServiceStats),
+        r(
+            "GET",
+            "/api/v1/orgs/:org_id/services/:service_id",
+            GetService,
+        ),
+        r(
+            "PATCH",
+            "/api/v1/orgs/:org_id/services/:service_id",
+            UpdateService,
+        ),
+        r(
+            "DELETE",
+            "/api/v1/orgs/:org_id/services/:service_id",
+            DeleteService,
+        ),
+        r(
+            "POST",
+            "/api/v1/orgs/:org_id/services/:service_id/test",
+            TestService,
+        ),
+        r(
+            "GET",
+            "/api/v1/orgs/:org_id/services/:service_id/assignments",
+            ListAssignments,
+        ),
+        r(
+            "POST",
+            "/api/v1/orgs/:org_id/services/:service_id/assignments",
+            AddAssignments,
+        ),
+        r(
+            "DELETE",
+            "/api/v1/orgs/:org_id/services/:service_id/assignments",
+            RemoveAssignments,
+        ),
+        r(
+            "POST",
+            "/api/v1/orgs/:org_id/services/:service_id/sync",
+            StartSync,
+        ),
+        r(
+            "GET",
+            "/api/v1/orgs/:org_id/services/:service_id/stats",
+            ServiceStats,
+        ),
         r("GET", "/api/v1/orgs/:org_id/sync-runs", ListRuns),
         r("GET", "/api/v1/orgs/:org_id/sync-runs/:run_id", GetRun),
-        r("POST", "/api/v1/orgs/:org_id/sync-runs/:run_id/cancel", CancelRun),
+        r(
+            "POST",
+            "/api/v1/orgs/:org_id/sync-runs/:run_id/cancel",
+            CancelRun,
+        ),
         r("GET", "/api/v1/orgs/:org_id/sync-log", SyncLog),
     ];
     const WEBHOOK: &[Route] = &[r("POST", "/webhooks/golioth/:service_id", Webhook)];
     const CONFLICTS: &[Route] = &[
         r("GET", "/api/v1/orgs/:org_id/conflicts", ListConflicts),
-        r("POST", "/api/v1/orgs/:org_id/conflicts/resolve", BulkResolve),
-        r("GET", "/api/v1/orgs/:org_id/conflicts/:conflict_id", GetConflict),
-        r("POST", "/api/v1/orgs/:org_id/conflicts/:conflict_id/resolve", ResolveConflict),
+        r(
+            "POST",
+            "/api/v1/orgs/:org_id/conflicts/resolve",
+            BulkResolve,
+        ),
+        r(
+            "GET",
+            "/api/v1/orgs/:org_id/conflicts/:conflict_id",
+            GetConflict,
+        ),
+        r(
+            "POST",
+            "/api/v1/orgs/:org_id/conflicts/:conflict_id/resolve",
+            ResolveConflict,
+        ),
     ];
     match component {
         Component::DeviceSync => DEVICE_SYNC,
@@ -191,7 +243,10 @@ fn resolve(component: Component, method: &Method, path: &str) -> Resolved {
     if candidates.is_empty() {
         return Resolved::NotFound;
     }
-    if let Some(i) = candidates.iter().position(|(_, r, _)| r.method == method.as_str()) {
+    if let Some(i) = candidates
+        .iter()
+        .position(|(_, r, _)| r.method == method.as_str())
+    {
         let (_, r, params) = candidates.swap_remove(i);
         return Resolved::Found(r.endpoint, params);
     }
@@ -288,7 +343,10 @@ fn preflight(allowed: bool) -> Response {
             http::header::ACCESS_CONTROL_ALLOW_HEADERS,
             HeaderValue::from_static("authorization, content-type, x-request-id"),
         );
-        h.insert(http::header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("600"));
+        h.insert(
+            http::header::ACCESS_CONTROL_MAX_AGE,
+            HeaderValue::from_static("600"),
+        );
     }
     resp
 }
@@ -338,8 +396,14 @@ mod tests {
         };
         assert_eq!(m("POST", "/api/v1/orgs/o/conflicts/resolve"), "BulkResolve");
         assert_eq!(m("GET", "/api/v1/orgs/o/conflicts/c1"), "GetConflict");
-        assert_eq!(m("POST", "/api/v1/orgs/o/conflicts/c1/resolve"), "ResolveConflict");
-        assert_eq!(m("DELETE", "/api/v1/orgs/o/conflicts/c1"), "405 [\"GET\", \"OPTIONS\"]");
+        assert_eq!(
+            m("POST", "/api/v1/orgs/o/conflicts/c1/resolve"),
+            "ResolveConflict"
+        );
+        assert_eq!(
+            m("DELETE", "/api/v1/orgs/o/conflicts/c1"),
+            "405 [\"GET\", \"OPTIONS\"]"
+        );
         assert_eq!(m("GET", "/nope"), "404");
     }
 }

@@ -1,0 +1,299 @@
+//! The native HTTP server: hyper on tokio, one current-thread runtime + `LocalSet` per worker
+//! thread (the shared handlers are `!Send`, like Spin's), all workers accepting on one socket.
+//! Requests are routed with `spin.toml`'s table and served by the same `shared::api::dispatch`
+//! the Spin components call; each component sees its own rendered variables.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use serde_json::json;
+use shared::api::{self, Component, Ctx};
+use shared::error::ApiError;
+use shared::native::{PgPool, ReqwestHttp, SystemClock};
+use shared::routing::{self, RoutePattern};
+use shared::settings::vars;
+use tokio::sync::watch;
+
+use crate::manifest::Manifest;
+
+/// Largest request body the host reads at all (Akamai's cap); handlers set tighter limits.
+pub const MAX_BODY_BYTES: usize = 10 * 1024 * 1024;
+
+/// How to run the host.
+#[derive(Debug, Clone)]
+pub struct HostOptions {
+    pub listen: SocketAddr,
+    pub threads: usize,
+    /// Run the scheduler tick in-process at this interval (what the cron component does on Spin).
+    pub tick_interval: Option<Duration>,
+    pub pool_size: usize,
+}
+
+impl Default for HostOptions {
+    fn default() -> Self {
+        HostOptions {
+            listen: SocketAddr::from(([127, 0, 0, 1], 3000)),
+            threads: 2,
+            tick_interval: Some(Duration::from_secs(60)),
+            pool_size: 16,
+        }
+    }
+}
+
+struct ComponentState {
+    vars: HashMap<String, String>,
+    pool: PgPool,
+}
+
+struct State {
+    /// `spin.toml`'s routes: pattern → (component, the pattern text for `spin-matched-route`).
+    routes: Vec<(RoutePattern, (Component, String))>,
+    components: HashMap<Component, ComponentState>,
+    http: ReqwestHttp,
+}
+
+/// A running host. Dropping it (or calling `shutdown`) stops the workers.
+pub struct RunningHost {
+    pub addr: SocketAddr,
+    shutdown: watch::Sender<bool>,
+    workers: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl RunningHost {
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Stop accepting and wait for the worker threads.
+    pub fn shutdown(mut self) {
+        let _ = self.shutdown.send(true);
+        for w in self.workers.drain(..) {
+            let _ = w.join();
+        }
+    }
+
+    /// Block until the workers stop (they stop only on shutdown).
+    pub fn wait(mut self) {
+        for w in self.workers.drain(..) {
+            let _ = w.join();
+        }
+    }
+}
+
+impl Drop for RunningHost {
+    fn drop(&mut self) {
+        let _ = self.shutdown.send(true);
+    }
+}
+
+/// Start the host for `manifest` with the resolved application variables `app_vars`.
+pub fn start(
+    manifest: &Manifest,
+    app_vars: &HashMap<String, String>,
+    opts: HostOptions,
+) -> Result<RunningHost> {
+    let routes = manifest
+        .route_table()?
+        .into_iter()
+        .map(|(p, c)| {
+            let text = p.as_str().to_owned();
+            (p, (c, text))
+        })
+        .collect();
+    let mut pools: HashMap<String, PgPool> = HashMap::new();
+    let mut components = HashMap::new();
+    for c in Component::ALL {
+        let vars = manifest.component_variables(c.id(), app_vars)?;
+        let url = vars
+            .get(vars::DB_URL)
+            .with_context(|| format!("component {} has no db_url variable", c.id()))?;
+        let pool = match pools.get(url) {
+            Some(p) => p.clone(),
+            None => {
+                let p = PgPool::new(url, opts.pool_size)
+                    .map_err(|e| anyhow::anyhow!("database pool for {}: {e}", c.id()))?;
+                pools.insert(url.clone(), p.clone());
+                p
+            }
+        };
+        components.insert(c, ComponentState { vars, pool });
+    }
+    let state = Arc::new(State {
+        routes,
+        components,
+        http: ReqwestHttp::default(),
+    });
+
+    let listener = std::net::TcpListener::bind(opts.listen)
+        .with_context(|| format!("binding {}", opts.listen))?;
+    listener.set_nonblocking(true)?;
+    let addr = listener.local_addr()?;
+    let (tx, rx) = watch::channel(false);
+    let mut workers = Vec::new();
+    for i in 0..opts.threads.max(1) {
+        let l = listener.try_clone()?;
+        let state = state.clone();
+        let rx = rx.clone();
+        let tick = if i == 0 { opts.tick_interval } else { None };
+        workers.push(
+            std::thread::Builder::new()
+                .name(format!("host-worker-{i}"))
+                .spawn(move || worker(l, state, rx, tick))?,
+        );
+    }
+    Ok(RunningHost {
+        addr,
+        shutdown: tx,
+        workers,
+    })
+}
+
+fn worker(
+    listener: std::net::TcpListener,
+    state: Arc<State>,
+    mut shutdown: watch::Receiver<bool>,
+    tick: Option<Duration>,
+) {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            shared::log::error("worker runtime failed", json!({"error": e.to_string()}));
+            return;
+        }
+    };
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&rt, async move {
+        let listener = match tokio::net::TcpListener::from_std(listener) {
+            Ok(l) => l,
+            Err(e) => {
+                shared::log::error("listener failed", json!({"error": e.to_string()}));
+                return;
+            }
+        };
+        if let Some(every) = tick {
+            let state = state.clone();
+            let mut stop = shutdown.clone();
+            tokio::task::spawn_local(async move {
+                let mut interval = tokio::time::interval(every);
+                interval.tick().await;
+                loop {
+                    tokio::select! {
+                        _ = interval.tick() => run_tick(&state).await,
+                        _ = stop.changed() => break,
+                    }
+                }
+            });
+        }
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => {
+                    let Ok((stream, _)) = accepted else { continue };
+                    let _ = stream.set_nodelay(true);
+                    let state = state.clone();
+                    tokio::task::spawn_local(async move {
+                        let service = service_fn(move |req| {
+                            let state = state.clone();
+                            async move { Ok::<_, Infallible>(handle(&state, req).await) }
+                        });
+                        let _ = hyper::server::conn::http1::Builder::new()
+                            .keep_alive(true)
+                            .serve_connection(TokioIo::new(stream), service)
+                            .await;
+                    });
+                }
+                _ = shutdown.changed() => break,
+            }
+        }
+    });
+}
+
+/// The in-process equivalent of the cron component: POST /internal/tick with the internal token.
+async fn run_tick(state: &State) {
+    let Some(cs) = state.components.get(&Component::DeviceSync) else {
+        return;
+    };
+    let token = cs
+        .vars
+        .get(vars::INTERNAL_TOKEN)
+        .cloned()
+        .unwrap_or_default();
+    let req = http::Request::builder()
+        .method("POST")
+        .uri("/internal/tick")
+        .header("authorization", format!("Bearer {token}"))
+        .header("content-type", "application/json")
+        .body(Bytes::from_static(b"{}"));
+    let Ok(req) = req else { return };
+    let resp = dispatch(state, Component::DeviceSync, req).await;
+    if !resp.status().is_success() {
+        shared::log::warn(
+            "scheduled tick failed",
+            json!({"status": resp.status().as_u16(),
+                   "body": String::from_utf8_lossy(resp.body()).chars().take(300).collect::<String>()}),
+        );
+    }
+}
+
+async fn dispatch(state: &State, component: Component, req: api::Request) -> api::Response {
+    let cs = &state.components[&component];
+    let db = cs.pool.lazy();
+    let ctx = Ctx::new(&db, &state.http, &SystemClock, &cs.vars);
+    api::dispatch(component, req, &ctx).await
+}
+
+fn problem(err: ApiError) -> hyper::Response<Full<Bytes>> {
+    let resp = err.into_response(&uuid::Uuid::new_v4().to_string());
+    let (parts, body) = resp.into_parts();
+    hyper::Response::from_parts(parts, Full::new(body))
+}
+
+async fn handle(state: &State, req: hyper::Request<Incoming>) -> hyper::Response<Full<Bytes>> {
+    let path = req.uri().path().to_owned();
+    let Some(((component, matched), params)) = routing::select(&state.routes, &path) else {
+        return problem(ApiError::not_found(format!("no route for {path}")));
+    };
+    let component = *component;
+    let (mut parts, body) = req.into_parts();
+    let body = match Limited::new(body, MAX_BODY_BYTES).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => return problem(ApiError::payload_too_large(MAX_BODY_BYTES)),
+    };
+    // Like Spin: client-sent spin-* headers are dropped, and the routing headers are set.
+    let spin_headers: Vec<_> = parts
+        .headers
+        .keys()
+        .filter(|k| k.as_str().starts_with("spin-"))
+        .cloned()
+        .collect();
+    for k in spin_headers {
+        parts.headers.remove(k);
+    }
+    for (name, value) in params.iter() {
+        let header = format!("spin-path-match-{}", name.replace('_', "-"));
+        if let (Ok(n), Ok(v)) = (
+            http::HeaderName::from_bytes(header.as_bytes()),
+            http::HeaderValue::from_str(value),
+        ) {
+            parts.headers.insert(n, v);
+        }
+    }
+    if let Ok(v) = http::HeaderValue::from_str(matched) {
+        parts.headers.insert("spin-matched-route", v);
+    }
+    let req = http::Request::from_parts(parts, body);
+    let resp = dispatch(state, component, req).await;
+    let (parts, body) = resp.into_parts();
+    hyper::Response::from_parts(parts, Full::new(body))
+}

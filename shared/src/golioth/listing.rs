@@ -1,0 +1,297 @@
+//! Completeness bookkeeping for the paged device listing: which pages arrived, where the listing
+//! ends, whether `total` stayed stable, and which devices were already seen (dedupe by id).
+//!
+//! Golioth pages by offset with no cursor, and its ordering is undocumented (UNCERTAIN,
+//! GOLIOTH_API.md §3, §9), so
+//! concurrent creates and deletes can shift devices between pages. The sync may only infer
+//! deletions from a *complete* pass in which `total` stayed stable (§11.2); this type is the one
+//! place that decides that. It is pure and accepts pages in any order, so the sync engine can
+//! fetch pages in slices with bounded concurrency and still ask the same question.
+
+use std::collections::{BTreeSet, HashSet};
+
+use serde::{Deserialize, Serialize};
+
+use super::types::{Device, GoliothDeviceId};
+
+/// One page of `GET /v1/projects/{projectId}/devices`: `{list, page, perPage, total}`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DevicePage {
+    /// The page number that was requested (0-based).
+    pub page: u32,
+    /// The page size that was requested.
+    pub requested_per_page: u32,
+    pub devices: Vec<Device>,
+    /// `perPage` as answered (absent if the server left it out).
+    pub per_page: Option<u64>,
+    /// "Total number of devices matching the request", as answered.
+    pub total: Option<u64>,
+    /// List entries dropped because their `id` was missing or not an ObjectID.
+    pub invalid_entries: usize,
+}
+
+impl DevicePage {
+    /// Entries the server put on this page, including unreadable ones.
+    pub fn entries(&self) -> usize {
+        self.devices.len() + self.invalid_entries
+    }
+
+    /// The page size in effect: the answered `perPage` when present. Whether Golioth clamps an
+    /// out-of-range `perPage` or rejects it is UNCERTAIN (§3); trusting the answer covers both.
+    pub fn effective_per_page(&self) -> u64 {
+        self.per_page
+            .filter(|p| *p > 0)
+            .unwrap_or(u64::from(self.requested_per_page))
+    }
+
+    /// Whether this page is the last one: a short (or empty) page, or `(page+1)·perPage >= total`
+    /// (GOLIOTH_API.md §11.2).
+    pub fn is_last(&self) -> bool {
+        let per_page = self.effective_per_page();
+        let short = (self.entries() as u64) < per_page;
+        let reached_total = self
+            .total
+            .is_some_and(|t| (u64::from(self.page) + 1).saturating_mul(per_page) >= t);
+        short || reached_total
+    }
+}
+
+/// The verdict on a listing pass.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListingSummary {
+    /// Every page up to the last one arrived, `total` was stable, and the number of distinct
+    /// devices equals `total`. Only a complete listing may be used to infer deletions.
+    pub complete: bool,
+    /// Every page answered the same `total` (pages without `total` are ignored).
+    pub total_stable: bool,
+    /// The last `total` seen.
+    pub total: Option<u64>,
+    pub pages_fetched: u32,
+    /// Distinct devices seen.
+    pub unique_devices: u64,
+    /// Devices seen again on a later page (offset paging shifted under a concurrent change).
+    pub duplicates: u64,
+    /// List entries without a usable id.
+    pub invalid_entries: u64,
+}
+
+/// Tracks a listing pass page by page (see the module doc).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ListingTracker {
+    pages: BTreeSet<u32>,
+    /// The first page known to be the last one.
+    end_page: Option<u32>,
+    first_total: Option<u64>,
+    last_total: Option<u64>,
+    total_stable: bool,
+    per_page_stable: bool,
+    first_per_page: Option<u64>,
+    seen: HashSet<GoliothDeviceId>,
+    duplicates: u64,
+    invalid_entries: u64,
+}
+
+impl ListingTracker {
+    pub fn new() -> Self {
+        ListingTracker {
+            total_stable: true,
+            per_page_stable: true,
+            ..ListingTracker::default()
+        }
+    }
+
+    /// Record a page and return its devices that were not seen on an earlier page.
+    pub fn record(&mut self, page: DevicePage) -> Vec<Device> {
+        if !self.pages.insert(page.page) {
+            // The same page twice (a retried slice): its devices are counted once.
+            return page
+                .devices
+                .into_iter()
+                .filter(|d| !self.seen.contains(&d.id))
+                .collect();
+        }
+        if let Some(total) = page.total {
+            match self.first_total {
+                None => self.first_total = Some(total),
+                Some(first) if first != total => self.total_stable = false,
+                Some(_) => {}
+            }
+            self.last_total = Some(total);
+        }
+        let per_page = page.effective_per_page();
+        match self.first_per_page {
+            None => self.first_per_page = Some(per_page),
+            Some(p) if p != per_page => self.per_page_stable = false,
+            Some(_) => {}
+        }
+        if page.is_last() {
+            self.end_page = Some(self.end_page.map_or(page.page, |e| e.min(page.page)));
+        }
+        self.invalid_entries += page.invalid_entries as u64;
+        let mut fresh = Vec::with_capacity(page.devices.len());
+        for d in page.devices {
+            if self.seen.insert(d.id.clone()) {
+                fresh.push(d);
+            } else {
+                self.duplicates += 1;
+            }
+        }
+        fresh
+    }
+
+    /// The lowest page still needed, or `None` once every page up to the end has arrived.
+    pub fn next_page(&self) -> Option<u32> {
+        let limit = self.end_page.unwrap_or(u32::MAX);
+        (0..=limit).find(|p| !self.pages.contains(p))
+    }
+
+    /// How many pages the pass needs in all, as far as the last `total` tells (for planning
+    /// concurrent fetches). `None` until a page with `total` arrived.
+    pub fn expected_pages(&self) -> Option<u32> {
+        let total = self.last_total?;
+        let per_page = self.first_per_page.filter(|p| *p > 0)?;
+        let pages = total.div_ceil(per_page).max(1);
+        Some(u32::try_from(pages).unwrap_or(u32::MAX))
+    }
+
+    pub fn is_finished(&self) -> bool {
+        self.next_page().is_none()
+    }
+
+    pub fn summary(&self) -> ListingSummary {
+        let unique = self.seen.len() as u64;
+        let total_stable = self.total_stable && self.per_page_stable;
+        let counts_match = self.last_total.is_none_or(|t| t == unique);
+        ListingSummary {
+            complete: self.is_finished()
+                && total_stable
+                && counts_match
+                && self.invalid_entries == 0,
+            total_stable,
+            total: self.last_total,
+            pages_fetched: self.pages.len() as u32,
+            unique_devices: unique,
+            duplicates: self.duplicates,
+            invalid_entries: self.invalid_entries,
+        }
+    }
+}
+
+/// A whole listing: the distinct devices, in the order first seen, and the verdict.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeviceListing {
+    pub devices: Vec<Device>,
+    pub summary: ListingSummary,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dev(n: u32) -> Device {
+        let v = serde_json::json!({"id": format!("{n:024x}")});
+        Device::from_json(&v).unwrap()
+    }
+
+    fn page(page: u32, ids: std::ops::Range<u32>, total: u64) -> DevicePage {
+        DevicePage {
+            page,
+            requested_per_page: 10,
+            devices: ids.map(dev).collect(),
+            per_page: Some(10),
+            total: Some(total),
+            invalid_entries: 0,
+        }
+    }
+
+    #[test]
+    fn empty_project_is_one_page() {
+        let mut t = ListingTracker::new();
+        assert_eq!(t.next_page(), Some(0));
+        t.record(page(0, 0..0, 0));
+        let s = t.summary();
+        assert!(s.complete && s.total_stable);
+        assert_eq!((s.pages_fetched, s.unique_devices), (1, 0));
+    }
+
+    #[test]
+    fn exact_multiple_stops_at_total_without_an_empty_page() {
+        let mut t = ListingTracker::new();
+        t.record(page(0, 0..10, 20));
+        assert_eq!(t.next_page(), Some(1));
+        assert_eq!(t.expected_pages(), Some(2));
+        t.record(page(1, 10..20, 20));
+        assert_eq!(t.next_page(), None);
+        assert!(t.summary().complete);
+    }
+
+    #[test]
+    fn pages_in_any_order_and_past_the_end() {
+        let mut t = ListingTracker::new();
+        t.record(page(2, 20..25, 25));
+        t.record(page(3, 0..0, 25));
+        assert_eq!(t.next_page(), Some(0));
+        t.record(page(0, 0..10, 25));
+        t.record(page(1, 10..20, 25));
+        assert!(t.is_finished());
+        assert!(t.summary().complete);
+    }
+
+    #[test]
+    fn a_shift_shows_as_duplicate_and_incomplete() {
+        // A device deleted between pages shifts device 10 onto page 0's range... and page 1
+        // repeats device 9 while the total shrinks.
+        let mut t = ListingTracker::new();
+        t.record(page(0, 0..10, 21));
+        let fresh = t.record(page(1, 9..19, 20));
+        assert_eq!(fresh.len(), 9);
+        t.record(page(2, 19..20, 20));
+        let s = t.summary();
+        assert!(!s.total_stable);
+        assert!(!s.complete);
+        assert_eq!(s.duplicates, 1);
+    }
+
+    #[test]
+    fn count_mismatch_is_incomplete_even_with_a_stable_total() {
+        let mut t = ListingTracker::new();
+        t.record(page(0, 0..10, 12));
+        t.record(page(1, 10..11, 12));
+        let s = t.summary();
+        assert!(s.total_stable && !s.complete);
+    }
+
+    #[test]
+    fn missing_total_relies_on_the_short_page() {
+        let mut t = ListingTracker::new();
+        let mut p = page(0, 0..10, 0);
+        p.total = None;
+        t.record(p);
+        assert_eq!(t.next_page(), Some(1));
+        let mut p = page(1, 10..13, 0);
+        p.total = None;
+        t.record(p);
+        assert!(t.summary().complete);
+    }
+
+    #[test]
+    fn unreadable_entries_make_it_incomplete() {
+        let mut t = ListingTracker::new();
+        let mut p = page(0, 0..9, 10);
+        p.invalid_entries = 1;
+        t.record(p);
+        assert!(t.is_finished());
+        assert!(!t.summary().complete);
+    }
+
+    #[test]
+    fn the_same_page_twice_counts_once() {
+        let mut t = ListingTracker::new();
+        t.record(page(0, 0..10, 15));
+        assert!(t.record(page(0, 0..10, 15)).is_empty());
+        t.record(page(1, 10..15, 15));
+        let s = t.summary();
+        assert!(s.complete);
+        assert_eq!(s.duplicates, 0);
+    }
+}
