@@ -2,11 +2,14 @@
 //! (host and `wasm32-wasip2`); reaches the outside world only through the ports in [`ports`].
 
 pub mod api;
+pub mod auth;
+pub mod crypto;
 pub mod error;
 pub mod golioth;
 pub mod log;
 pub mod ports;
 pub mod routing;
+pub mod service;
 pub mod settings;
 pub mod store;
 pub mod sync;

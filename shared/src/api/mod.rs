@@ -1,7 +1,10 @@
 //! HTTP entry points shared by both hosts: the per-component route tables, the dispatcher
 //! (routing, CORS, request log, problem+json rendering) and the handler context.
 
+mod assignments;
 mod health;
+pub mod input;
+pub(crate) mod services;
 
 use std::sync::OnceLock;
 use std::time::Instant;
@@ -352,9 +355,18 @@ fn preflight(allowed: bool) -> Response {
 }
 
 async fn handle(endpoint: Endpoint, req: Request, params: &Params, ctx: &Ctx<'_>) -> ApiResult {
-    let _ = (&req, params);
+    let req = &req;
     match endpoint {
         Endpoint::Health => health::health(ctx).await,
+        Endpoint::ListServices => services::list(req, params, ctx).await,
+        Endpoint::CreateService => services::create(req, params, ctx).await,
+        Endpoint::GetService => services::get(req, params, ctx).await,
+        Endpoint::UpdateService => services::update(req, params, ctx).await,
+        Endpoint::DeleteService => services::delete(req, params, ctx).await,
+        Endpoint::TestService => services::test(req, params, ctx).await,
+        Endpoint::ListAssignments => assignments::list(req, params, ctx).await,
+        Endpoint::AddAssignments => assignments::add(req, params, ctx).await,
+        Endpoint::RemoveAssignments => assignments::remove(req, params, ctx).await,
         other => Err(ApiError::not_implemented(&format!("{other:?}"))),
     }
 }

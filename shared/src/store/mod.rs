@@ -13,3 +13,33 @@ pub async fn ping(db: &dyn Db) -> Result<(), DbError> {
         _ => Err(DbError::Decode("unexpected ping result".into())),
     }
 }
+
+pub mod assignments;
+pub mod members;
+pub mod services;
+
+use futures::future::LocalBoxFuture;
+use uuid::Uuid;
+
+use crate::ports::{Param, transaction};
+
+/// Run `f` in a transaction scoped to organization `org`: the first statement sets the
+/// transaction-local `app.organization_id` that every row level security policy keys on.
+pub async fn in_org<'a, T, E, F>(db: &'a dyn Db, org: Uuid, f: F) -> Result<T, E>
+where
+    F: FnOnce(&'a dyn Db) -> LocalBoxFuture<'a, Result<T, E>> + 'a,
+    E: From<DbError> + 'a,
+    T: 'a,
+{
+    transaction(db, move |tx| {
+        Box::pin(async move {
+            tx.execute(
+                "SELECT set_config('app.organization_id', $1, true)",
+                &[Param::Text(org.to_string())],
+            )
+            .await?;
+            f(tx).await
+        })
+    })
+    .await
+}
