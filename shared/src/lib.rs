@@ -4,6 +4,7 @@
 pub mod api;
 pub mod auth;
 pub mod crypto;
+pub mod engine;
 pub mod error;
 pub mod golioth;
 pub mod log;
@@ -13,6 +14,7 @@ pub mod service;
 pub mod settings;
 pub mod store;
 pub mod sync;
+pub mod webhook;
 
 #[cfg(target_arch = "wasm32")]
 pub mod spin;

@@ -2,9 +2,16 @@
 //! (routing, CORS, request log, problem+json rendering) and the handler context.
 
 mod assignments;
+mod conflicts;
 mod health;
 pub mod input;
+mod runs;
 pub(crate) mod services;
+mod stats;
+mod sync;
+mod sync_log;
+mod tick;
+mod webhook;
 
 use std::sync::OnceLock;
 use std::time::Instant;
@@ -367,7 +374,18 @@ async fn handle(endpoint: Endpoint, req: Request, params: &Params, ctx: &Ctx<'_>
         Endpoint::ListAssignments => assignments::list(req, params, ctx).await,
         Endpoint::AddAssignments => assignments::add(req, params, ctx).await,
         Endpoint::RemoveAssignments => assignments::remove(req, params, ctx).await,
-        other => Err(ApiError::not_implemented(&format!("{other:?}"))),
+        Endpoint::StartSync => sync::start(req, params, ctx).await,
+        Endpoint::ServiceStats => stats::get(req, params, ctx).await,
+        Endpoint::ListRuns => runs::list(req, params, ctx).await,
+        Endpoint::GetRun => runs::get(req, params, ctx).await,
+        Endpoint::CancelRun => runs::cancel(req, params, ctx).await,
+        Endpoint::SyncLog => sync_log::list(req, params, ctx).await,
+        Endpoint::Tick => tick::tick(req, params, ctx).await,
+        Endpoint::Webhook => webhook::receive(req, params, ctx).await,
+        Endpoint::ListConflicts => conflicts::list(req, params, ctx).await,
+        Endpoint::GetConflict => conflicts::get(req, params, ctx).await,
+        Endpoint::ResolveConflict => conflicts::resolve(req, params, ctx).await,
+        Endpoint::BulkResolve => conflicts::bulk_resolve(req, params, ctx).await,
     }
 }
 

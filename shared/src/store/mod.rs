@@ -15,8 +15,13 @@ pub async fn ping(db: &dyn Db) -> Result<(), DbError> {
 }
 
 pub mod assignments;
+pub mod conflicts;
 pub mod members;
+pub mod runs;
 pub mod services;
+pub mod sync;
+pub mod sync_log;
+pub mod webhooks;
 
 use futures::future::LocalBoxFuture;
 use uuid::Uuid;

@@ -1,0 +1,1 @@
+//! Durable sync runs: create, claim with leases (FOR UPDATE SKIP LOCKED), progress, finish, cancel.

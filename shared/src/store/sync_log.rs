@@ -1,0 +1,1 @@
+//! The golioth_sync_log audit trail: bulk inserts and filtered reads.

@@ -1,0 +1,1 @@
+//! Webhook deliveries, telemetry and the device state they update.

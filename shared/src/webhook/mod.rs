@@ -1,0 +1,1 @@
+//! Webhook verification and body parsing for Golioth Pipeline deliveries (DESIGN §6).
