@@ -3,6 +3,7 @@
 //! and applies migrations. `cargo xtask up` and the integration tests both start it from here.
 
 pub mod dev;
+pub mod keys;
 pub mod manifest;
 pub mod migrate;
 pub mod pgenv;

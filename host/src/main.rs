@@ -1,5 +1,6 @@
 //! `golioth-sync`: the native host binary. `serve` runs the routes of `spin.toml` with variables
-//! from `SPIN_VARIABLE_*`; `migrate` applies migrations; `up` is what `cargo xtask up` runs.
+//! from `SPIN_VARIABLE_*`; `migrate` applies migrations; `rotate-keys` re-encrypts stored
+//! credentials under the current key; `up` is what `cargo xtask up` runs.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -59,9 +60,26 @@ fn main() -> Result<()> {
             println!("migrations applied");
             Ok(())
         }
+        Some("rotate-keys") => {
+            let url = arg(&args, "--database-url")
+                .or_else(|| std::env::var("DATABASE_URL").ok())
+                .context("--database-url (the owner role) or DATABASE_URL")?;
+            let ring = std::env::var("SPIN_VARIABLE_ENCRYPTION_KEY").context(
+                "SPIN_VARIABLE_ENCRYPTION_KEY: the new ring, current key first (id:base64,…)",
+            )?;
+            let report = rt.block_on(host::keys::rotate(
+                &url,
+                &shared::settings::Secret::new(ring),
+            ))?;
+            println!(
+                "examined {}, re-encrypted {}, already current {}, skipped (changed meanwhile) {}",
+                report.examined, report.reencrypted, report.already_current, report.skipped
+            );
+            Ok(())
+        }
         Some("up") => rt.block_on(host::dev::up(host::dev::UpOptions::default())),
         _ => bail!(
-            "usage: golioth-sync serve [--listen ADDR] [--threads N] [--tick-seconds S] | migrate [--database-url URL] | up"
+            "usage: golioth-sync serve [--listen ADDR] [--threads N] [--tick-seconds S] | migrate [--database-url URL] | rotate-keys [--database-url URL] | up"
         ),
     }
 }

@@ -146,6 +146,8 @@ pub struct TestApp {
     pub app_db_url: String,
     pub client: reqwest::Client,
     server_admin_url: String,
+    /// The application variables the host was started with (before resolution).
+    env: HashMap<String, String>,
     host: Option<RunningHost>,
 }
 
@@ -186,17 +188,7 @@ async fn try_spawn(opts: AppOptions) -> Result<TestApp> {
     .map(|(k, v)| (k.to_owned(), v))
     .collect();
     env.extend(opts.vars);
-    let app_vars = manifest().resolve_variables(&env)?;
-    let host = server::start(
-        manifest(),
-        &app_vars,
-        HostOptions {
-            listen: "127.0.0.1:0".parse()?,
-            threads: 1,
-            tick_interval: None,
-            pool_size: 8,
-        },
-    )?;
+    let host = start_host(&env)?;
     Ok(TestApp {
         base_url: host.base_url(),
         db_name,
@@ -206,8 +198,23 @@ async fn try_spawn(opts: AppOptions) -> Result<TestApp> {
             .timeout(Duration::from_secs(120))
             .build()?,
         server_admin_url: server.admin_url,
+        env,
         host: Some(host),
     })
+}
+
+fn start_host(env: &HashMap<String, String>) -> Result<RunningHost> {
+    let app_vars = manifest().resolve_variables(env)?;
+    server::start(
+        manifest(),
+        &app_vars,
+        HostOptions {
+            listen: "127.0.0.1:0".parse()?,
+            threads: 1,
+            tick_interval: None,
+            pool_size: 8,
+        },
+    )
 }
 
 impl Drop for TestApp {
@@ -243,6 +250,19 @@ impl TestResponse {
 }
 
 impl TestApp {
+    /// Start a second host on this test's database with some variables overridden (e.g. a new
+    /// encryption key ring). It stops when the returned handle is dropped.
+    pub fn another_host(&self, overrides: &[(&str, &str)]) -> RunningHost {
+        let mut env = self.env.clone();
+        for (k, v) in overrides {
+            env.insert((*k).to_owned(), (*v).to_owned());
+        }
+        match start_host(&env) {
+            Ok(h) => h,
+            Err(e) => panic!("another_host: {e:#}"),
+        }
+    }
+
     /// An admin connection to this test's database (bypasses RLS).
     pub async fn admin(&self) -> tokio_postgres::Client {
         match pgenv::connect(&self.admin_db_url).await {

@@ -179,3 +179,50 @@ pub async fn owner_of(db: &dyn Db, service: Uuid) -> Result<Option<Uuid>, DbErro
         .transpose()?
         .flatten())
 }
+
+/// One page of every service's encrypted credentials, across organizations, ordered by id.
+/// Only for the privileged key-rotation path (run as the owner role, which RLS does not bind).
+pub async fn credentials_page(
+    db: &dyn Db,
+    after: Option<Uuid>,
+    limit: i64,
+) -> Result<Vec<(Uuid, Uuid, Vec<u8>)>, DbError> {
+    let rows = db
+        .query(
+            "SELECT id, organization_id, credentials FROM device_services \
+             WHERE credentials IS NOT NULL AND ($1::text IS NULL OR id > $1::text::uuid) \
+             ORDER BY id LIMIT $2",
+            &[after.map(|u| u.to_string()).into(), Param::Int64(limit)],
+        )
+        .await?;
+    rows.iter()
+        .map(|r| {
+            Ok((
+                r.get("id")?,
+                r.get("organization_id")?,
+                r.get("credentials")?,
+            ))
+        })
+        .collect()
+}
+
+/// Replace a service's credentials if they are still `old` (compare-and-set, so a concurrent
+/// update through the API is never overwritten). Returns whether the row changed.
+pub async fn replace_credentials(
+    db: &dyn Db,
+    id: Uuid,
+    old: &[u8],
+    new: &[u8],
+) -> Result<bool, DbError> {
+    let n = db
+        .execute(
+            "UPDATE device_services SET credentials = $3 WHERE id = $1 AND credentials = $2",
+            &[
+                Param::Uuid(id),
+                Param::Bytes(old.to_vec()),
+                Param::Bytes(new.to_vec()),
+            ],
+        )
+        .await?;
+    Ok(n == 1)
+}
