@@ -111,19 +111,41 @@ pub enum Endpoint {
     BulkResolve,
 }
 
+/// Who may call a route: the authorization matrix, written down once, next to the routes.
+/// Handlers enforce it (`auth::authorize` / `auth::authorize_internal` / webhook secrets) and
+/// `tests/tests/authz_matrix.rs` holds every handler to this table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Anyone (health).
+    Public,
+    /// The `internal_token` secret (the scheduler tick).
+    Internal,
+    /// The service's webhook secret (Golioth Pipelines).
+    WebhookSecret,
+    /// A member of the organization in the path with at least this role; non-members get 404.
+    Org(crate::auth::Role),
+}
+
 /// One row of a component's route table.
 #[derive(Debug, Clone, Copy)]
 pub struct Route {
     pub method: &'static str,
     pub pattern: &'static str,
     pub endpoint: Endpoint,
+    pub access: Access,
 }
 
-const fn r(method: &'static str, pattern: &'static str, endpoint: Endpoint) -> Route {
+const fn r(
+    method: &'static str,
+    pattern: &'static str,
+    endpoint: Endpoint,
+    access: Access,
+) -> Route {
     Route {
         method,
         pattern,
         endpoint,
+        access,
     }
 }
 
@@ -131,82 +153,118 @@ const fn r(method: &'static str, pattern: &'static str, endpoint: Endpoint) -> R
 /// test holds the two (and the OpenAPI document) together.
 pub fn routes(component: Component) -> &'static [Route] {
     use Endpoint::*;
+    const VIEWER: Access = Access::Org(crate::auth::Role::Viewer);
+    const MEMBER: Access = Access::Org(crate::auth::Role::Member);
+    const ADMIN: Access = Access::Org(crate::auth::Role::Admin);
     const DEVICE_SYNC: &[Route] = &[
-        r("GET", "/health", Health),
-        r("POST", "/internal/tick", Tick),
-        r("GET", "/api/v1/orgs/:org_id/services", ListServices),
-        r("POST", "/api/v1/orgs/:org_id/services", CreateService),
+        r("GET", "/health", Health, Access::Public),
+        r("POST", "/internal/tick", Tick, Access::Internal),
+        r("GET", "/api/v1/orgs/:org_id/services", ListServices, VIEWER),
+        r(
+            "POST",
+            "/api/v1/orgs/:org_id/services",
+            CreateService,
+            ADMIN,
+        ),
         r(
             "GET",
             "/api/v1/orgs/:org_id/services/:service_id",
             GetService,
+            VIEWER,
         ),
         r(
             "PATCH",
             "/api/v1/orgs/:org_id/services/:service_id",
             UpdateService,
+            ADMIN,
         ),
         r(
             "DELETE",
             "/api/v1/orgs/:org_id/services/:service_id",
             DeleteService,
+            ADMIN,
         ),
         r(
             "POST",
             "/api/v1/orgs/:org_id/services/:service_id/test",
             TestService,
+            MEMBER,
         ),
         r(
             "GET",
             "/api/v1/orgs/:org_id/services/:service_id/assignments",
             ListAssignments,
+            VIEWER,
         ),
         r(
             "POST",
             "/api/v1/orgs/:org_id/services/:service_id/assignments",
             AddAssignments,
+            ADMIN,
         ),
         r(
             "DELETE",
             "/api/v1/orgs/:org_id/services/:service_id/assignments",
             RemoveAssignments,
+            ADMIN,
         ),
         r(
             "POST",
             "/api/v1/orgs/:org_id/services/:service_id/sync",
             StartSync,
+            MEMBER,
         ),
         r(
             "GET",
             "/api/v1/orgs/:org_id/services/:service_id/stats",
             ServiceStats,
+            VIEWER,
         ),
-        r("GET", "/api/v1/orgs/:org_id/sync-runs", ListRuns),
-        r("GET", "/api/v1/orgs/:org_id/sync-runs/:run_id", GetRun),
+        r("GET", "/api/v1/orgs/:org_id/sync-runs", ListRuns, VIEWER),
+        r(
+            "GET",
+            "/api/v1/orgs/:org_id/sync-runs/:run_id",
+            GetRun,
+            VIEWER,
+        ),
         r(
             "POST",
             "/api/v1/orgs/:org_id/sync-runs/:run_id/cancel",
             CancelRun,
+            MEMBER,
         ),
-        r("GET", "/api/v1/orgs/:org_id/sync-log", SyncLog),
+        r("GET", "/api/v1/orgs/:org_id/sync-log", SyncLog, VIEWER),
     ];
-    const WEBHOOK: &[Route] = &[r("POST", "/webhooks/golioth/:service_id", Webhook)];
+    const WEBHOOK: &[Route] = &[r(
+        "POST",
+        "/webhooks/golioth/:service_id",
+        Webhook,
+        Access::WebhookSecret,
+    )];
     const CONFLICTS: &[Route] = &[
-        r("GET", "/api/v1/orgs/:org_id/conflicts", ListConflicts),
+        r(
+            "GET",
+            "/api/v1/orgs/:org_id/conflicts",
+            ListConflicts,
+            VIEWER,
+        ),
         r(
             "POST",
             "/api/v1/orgs/:org_id/conflicts/resolve",
             BulkResolve,
+            MEMBER,
         ),
         r(
             "GET",
             "/api/v1/orgs/:org_id/conflicts/:conflict_id",
             GetConflict,
+            VIEWER,
         ),
         r(
             "POST",
             "/api/v1/orgs/:org_id/conflicts/:conflict_id/resolve",
             ResolveConflict,
+            MEMBER,
         ),
     ];
     match component {
