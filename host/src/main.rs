@@ -49,7 +49,21 @@ fn main() -> Result<()> {
                 },
             )?;
             println!("listening on {}", host.base_url());
-            host.wait();
+            // Serve until interrupted, then say what this process did (benchmarks read it).
+            rt.block_on(async {
+                let mut term =
+                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+                Ok::<_, anyhow::Error>(())
+            })?;
+            host.shutdown();
+            println!(
+                "{}",
+                serde_json::json!({"event": "shutdown", "db_statements": shared::native::statements_sent()})
+            );
             Ok(())
         }
         Some("migrate") => {

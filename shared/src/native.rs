@@ -17,6 +17,18 @@ use tokio_postgres::types::{IsNull, ToSql, Type, to_sql_checked};
 
 use crate::ports::{Clock, Db, DbError, HttpClient, HttpError, Param, Row, Value};
 
+/// Statements sent to Postgres by this process (benchmarks report it).
+static STATEMENTS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// How many statements this process has sent through the native `Db` port.
+pub fn statements_sent() -> u64 {
+    STATEMENTS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+fn count_statement() {
+    STATEMENTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+}
+
 /// A NULL that binds to a parameter of any type (tokio-postgres checks `Option<T>` against `T`).
 #[derive(Debug)]
 struct AnyNull;
@@ -211,6 +223,7 @@ impl Drop for PgDb {
 impl Db for PgDb {
     async fn query(&self, sql: &str, params: &[Param]) -> Result<Vec<Row>, DbError> {
         let conn = self.conn().await?;
+        count_statement();
         let boxed: Vec<Box<dyn ToSql + Sync + Send>> = params.iter().map(to_sql).collect();
         let refs: Vec<&(dyn ToSql + Sync)> = boxed
             .iter()
@@ -231,6 +244,7 @@ impl Db for PgDb {
 
     async fn execute(&self, sql: &str, params: &[Param]) -> Result<u64, DbError> {
         let conn = self.conn().await?;
+        count_statement();
         self.track(sql);
         if params.is_empty() && !sql.contains('$') {
             // Transaction control and DDL: no need to prepare.

@@ -3,7 +3,9 @@
 //! - `test`: everything CI checks — toolchain setup, fmt, clippy (native and wasm), all tests,
 //!   the wasm builds of every component and the import check.
 //! - `check-imports`: build the components for wasm32-wasip2 and check their imports/exports.
+//! - `bench`: the benchmark scenarios of DESIGN §9 against a release build (see BENCHMARKS.md).
 
+mod bench;
 mod imports;
 
 use std::path::{Path, PathBuf};
@@ -177,11 +179,19 @@ fn main() -> Result<()> {
                 .block_on(host::dev::up(opts))
         }
         Some("test") => test(),
+        Some("bench") => bench::run(
+            bench::BenchOptions::parse(&args[1..])?,
+            &root(),
+            &target_dir(),
+        ),
+        Some("loadgen") => bench::loadgen(&args[1..]),
         Some("check-imports") => {
             ensure_wasm_target()?;
             build_components()?;
             check_imports()
         }
-        _ => bail!("usage: cargo xtask up [--listen ADDR] | test | check-imports"),
+        _ => bail!(
+            "usage: cargo xtask up [--listen ADDR] | test | check-imports | bench [--latency-ms N] [--sizes a,b,c]"
+        ),
     }
 }
