@@ -1,9 +1,48 @@
-//! GET …/services/:service_id/stats: runs, success rate, devices synced, pending conflicts, durations.
+//! GET …/services/:service_id/stats: runs, success rate, average duration over a window
+//! (`window_days`, default 30), devices linked / synced / in error, pending conflicts, last sync.
 
-use super::{ApiResult, Ctx, Request};
+use http::StatusCode;
+use serde_json::json;
+
+use super::input::query;
+use super::services::load;
+use super::{ApiResult, Ctx, Request, json_response};
+use crate::auth::{self, Role};
 use crate::error::ApiError;
 use crate::routing::Params;
+use crate::store;
 
-pub async fn get(_req: &Request, _params: &Params, _ctx: &Ctx<'_>) -> ApiResult {
-    Err(ApiError::not_implemented("get"))
+pub const DEFAULT_WINDOW_DAYS: i64 = 30;
+pub const MAX_WINDOW_DAYS: i64 = 366;
+
+pub async fn get(req: &Request, params: &Params, ctx: &Ctx<'_>) -> ApiResult {
+    let caller = auth::authorize(req, params, ctx, Role::Viewer).await?;
+    let service = auth::path_uuid(params, "service_id")?;
+    let q = query(req);
+    let days = match q.get("window_days") {
+        None => DEFAULT_WINDOW_DAYS,
+        Some(v) => match v.parse::<i64>() {
+            Ok(n) if (1..=MAX_WINDOW_DAYS).contains(&n) => n,
+            _ => {
+                return Err(ApiError::bad_request(format!(
+                    "window_days must be an integer between 1 and {MAX_WINDOW_DAYS}"
+                )));
+            }
+        },
+    };
+    let org = caller.org_id;
+    load(ctx, org, service).await?;
+    let now = ctx.clock.now();
+    let since = now - chrono::Duration::days(days);
+    let mut stats = store::in_org(ctx.db, org, |tx| {
+        Box::pin(async move { store::sync_log::service_stats(tx, org, service, since).await })
+    })
+    .await?;
+    stats["service_id"] = json!(service);
+    stats["window"] = json!({
+        "days": days,
+        "since": since.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        "until": now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+    });
+    Ok(json_response(StatusCode::OK, &stats))
 }

@@ -1,9 +1,79 @@
-//! GET …/sync-log: the audit trail, filtered, cursor-paginated.
+//! GET …/sync-log: the audit trail, newest first, filtered by service, device, run and time,
+//! with cursor pagination (viewer and up).
 
-use super::{ApiResult, Ctx, Request};
+use http::StatusCode;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use super::input::{encode_cursor, page_limit, query};
+use super::runs::before_cursor;
+use super::{ApiResult, Ctx, Request, json_response};
+use crate::auth::{self, Role};
 use crate::error::ApiError;
 use crate::routing::Params;
+use crate::store::{self, sync_log::LogFilter};
 
-pub async fn list(_req: &Request, _params: &Params, _ctx: &Ctx<'_>) -> ApiResult {
-    Err(ApiError::not_implemented("list"))
+fn uuid_q(
+    q: &std::collections::HashMap<String, String>,
+    key: &str,
+) -> Result<Option<Uuid>, ApiError> {
+    q.get(key)
+        .map(|v| {
+            Uuid::parse_str(v).map_err(|_| ApiError::bad_request(format!("{key} must be a uuid")))
+        })
+        .transpose()
+}
+
+pub async fn list(req: &Request, params: &Params, ctx: &Ctx<'_>) -> ApiResult {
+    let caller = auth::authorize(req, params, ctx, Role::Viewer).await?;
+    let q = query(req);
+    let limit = page_limit(&q)?;
+    let since = q
+        .get("since")
+        .map(|s| {
+            chrono::DateTime::parse_from_rfc3339(s)
+                .map(|t| t.with_timezone(&chrono::Utc))
+                .map_err(|_| ApiError::bad_request("since must be an RFC 3339 timestamp"))
+        })
+        .transpose()?;
+    let filter = LogFilter {
+        service_id: uuid_q(&q, "service_id")?,
+        device_id: uuid_q(&q, "device_id")?,
+        run_id: uuid_q(&q, "run_id")?,
+        since,
+        before: before_cursor(&q)?,
+        limit: limit + 1,
+    };
+    let org = caller.org_id;
+    let rows = store::in_org(ctx.db, org, |tx| {
+        Box::pin(async move { store::sync_log::list(tx, org, &filter).await })
+    })
+    .await?;
+    let more = rows.len() as i64 > limit;
+    let page = &rows[..rows.len().min(limit as usize)];
+    let next = more
+        .then(|| {
+            page.last()
+                .map(|r| encode_cursor(&json!({"before": [r.created_at, r.id]})))
+        })
+        .flatten();
+    let items: Vec<Value> = page
+        .iter()
+        .map(|r| {
+            json!({
+                "id": r.id,
+                "service_id": r.service_id,
+                "run_id": r.run_id,
+                "device_id": r.device_id,
+                "operation": r.operation,
+                "status": r.status,
+                "details": r.details,
+                "created_at": r.created_at,
+            })
+        })
+        .collect();
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"items": items, "next_cursor": next}),
+    ))
 }

@@ -1,9 +1,20 @@
-//! POST /internal/tick: authenticated by the internal token; runs one scheduler tick.
+//! POST /internal/tick: the scheduler's entry point, authenticated by the internal token (constant
+//! time). It ignores the body (the cron trigger sends none) and answers what the tick did.
 
-use super::{ApiResult, Ctx, Request};
+use std::time::Duration;
+
+use http::StatusCode;
+
+use super::{ApiResult, Ctx, Request, json_response};
+use crate::auth;
+use crate::engine;
 use crate::error::ApiError;
 use crate::routing::Params;
 
-pub async fn tick(_req: &Request, _params: &Params, _ctx: &Ctx<'_>) -> ApiResult {
-    Err(ApiError::not_implemented("tick"))
+pub async fn tick(req: &Request, _params: &Params, ctx: &Ctx<'_>) -> ApiResult {
+    auth::authorize_internal(req, ctx)?;
+    let budget = Duration::from_millis(ctx.settings.slice_budget_ms);
+    let outcome = engine::tick(ctx, ctx.clock.now(), budget).await;
+    let body = serde_json::to_value(&outcome).map_err(ApiError::internal)?;
+    Ok(json_response(StatusCode::OK, &body))
 }

@@ -1,1 +1,51 @@
-//! The sync engine: executes the sync core's plans against Postgres and Golioth, slice by slice.
+//! The sync engine: executes the pure core's plans against Postgres and Golioth as durable,
+//! resumable runs (DESIGN §5.1) and hosts the scheduler's tick (§7).
+//!
+//! - [`run`]: claiming and driving a run within a time budget, the lease protocol, backoff.
+//! - `exec`: one run's slices — listing pages, the local-only pass, targeted devices — each
+//!   planned by [`crate::sync`] and committed in one transaction with its cursor and stats.
+//! - [`progress`]: what a run persists between slices (cursor, stats).
+//! - [`tick`]: the one callable scheduler step, `tick(ctx, now, budget) -> TickOutcome`.
+//!
+//! **Architecture Invariant:** the engine decides nothing about sync semantics; it moves data
+//! between the store, the Golioth client and the core, and owns only timing (budgets, leases,
+//! retries) and bookkeeping.
+
+mod convert;
+mod exec;
+pub mod progress;
+pub mod run;
+pub mod tick;
+
+pub use run::{DriveOutcome, process_run, retry_delay};
+pub use tick::{TickOutcome, tick};
+
+use crate::golioth::GoliothError;
+use crate::ports::DbError;
+
+/// Why a slice or an attempt stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("database error: {0}")]
+    Db(#[from] DbError),
+    /// A Golioth failure that stops the attempt (a listing page, the tag list, the key).
+    #[error("{}", convert::reason(.0))]
+    Golioth(GoliothError),
+    /// Configuration that waiting will not fix (no key, an invalid stored config or cursor).
+    #[error("{0}")]
+    Config(String),
+    /// Another worker holds the run now, or it was cancelled: stop without writing.
+    #[error("the run's lease was lost")]
+    LeaseLost,
+}
+
+impl EngineError {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            EngineError::Db(_) => "db_error",
+            EngineError::Golioth(_) => "golioth_error",
+            EngineError::Config(_) => "config_error",
+            EngineError::LeaseLost => "lease_lost",
+        }
+    }
+}
