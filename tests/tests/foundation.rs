@@ -354,8 +354,14 @@ async fn native_db_port_types_match_spin_rules() {
     // A unique violation carries its SQLSTATE.
     let org = app.seed_org("o").await;
     let insert = "INSERT INTO device_services (organization_id, name) VALUES ($1, 'dup')";
-    db.execute(insert, &[Param::Uuid(org)]).await.unwrap();
-    let err = db.execute(insert, &[Param::Uuid(org)]).await.unwrap_err();
+    let err = shared::store::in_org(&db, org, |tx| {
+        Box::pin(async move {
+            tx.execute(insert, &[Param::Uuid(org)]).await?;
+            tx.execute(insert, &[Param::Uuid(org)]).await
+        })
+    })
+    .await
+    .unwrap_err();
     assert!(err.is_unique_violation(), "{err}");
 }
 
@@ -366,7 +372,7 @@ async fn transactions_roll_back_on_error() {
     let org = app.seed_org("t").await;
     let pool = shared::native::PgPool::new(&app.app_db_url, 2).unwrap();
     let db = pool.lazy();
-    let r: Result<(), shared::ports::DbError> = shared::ports::transaction(&db, |tx| {
+    let r: Result<(), shared::ports::DbError> = shared::store::in_org(&db, org, |tx| {
         Box::pin(async move {
             tx.execute(
                 "INSERT INTO device_services (organization_id, name) VALUES ($1, 'a')",
@@ -378,12 +384,13 @@ async fn transactions_roll_back_on_error() {
     })
     .await;
     assert!(r.is_err());
-    let n = db
-        .query("SELECT count(*) AS n FROM device_services", &[])
+    let n: i64 = app
+        .admin()
         .await
-        .unwrap()[0]
-        .get::<i64>("n")
-        .unwrap();
+        .query_one("SELECT count(*) FROM device_services", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(n, 0);
 }
 

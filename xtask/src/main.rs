@@ -3,9 +3,11 @@
 //! - `test`: everything CI checks — toolchain setup, fmt, clippy (native and wasm), all tests,
 //!   the wasm builds of every component and the import check.
 //! - `check-imports`: build the components for wasm32-wasip2 and check their imports/exports.
+//! - `fuzz [--seconds N]`: run every cargo-fuzz target in `fuzz/` for N seconds (default 30).
 //! - `bench`: the benchmark scenarios of DESIGN §9 against a release build (see BENCHMARKS.md).
 
 mod bench;
+mod fuzz;
 mod imports;
 
 use std::path::{Path, PathBuf};
@@ -148,11 +150,16 @@ fn test() -> Result<()> {
     step("cargo clippy (wasm32-wasip2) -D warnings", c)?;
 
     let mut c = with_db(cargo());
-    c.args(["test", "--workspace", "--all-targets"]);
+    c.args(["test", "--workspace", "--all-targets", "--no-fail-fast"]);
     step("cargo test --workspace", c)?;
 
     build_components()?;
     check_imports()?;
+    fuzz::run(if std::env::var_os("CI").is_some() {
+        60
+    } else {
+        20
+    })?;
 
     println!(
         "\nall checks passed in {:.0}s",
@@ -190,8 +197,16 @@ fn main() -> Result<()> {
             build_components()?;
             check_imports()
         }
+        Some("fuzz") => fuzz::run(match args.iter().position(|a| a == "--seconds") {
+            Some(i) => args
+                .get(i + 1)
+                .context("--seconds N")?
+                .parse()
+                .context("--seconds")?,
+            None => 30,
+        }),
         _ => bail!(
-            "usage: cargo xtask up [--listen ADDR] | test | check-imports | bench [--latency-ms N] [--sizes a,b,c]"
+            "usage: cargo xtask up [--listen ADDR] | test | check-imports | fuzz [--seconds N] | bench [--latency-ms N] [--sizes a,b,c]"
         ),
     }
 }
