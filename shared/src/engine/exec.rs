@@ -1,5 +1,5 @@
-//! One run's executor: slices of work (a listing page, a chunk of unseen assigned devices, a
-//! chunk of targeted devices), each planned by the pure core and carried out as
+//! One run's executor: slices of work (a window of listing pages, a chunk of unseen assigned
+//! devices, a chunk of targeted devices), each planned by the pure core and carried out as
 //!
 //! 1. remote writes with bounded concurrency — tags created first, and a device re-read just
 //!    before a PATCH: if Golioth's copy moved since it was listed, the device is re-planned from
@@ -16,7 +16,7 @@
 //! converged on both sides, and a created device is found again by its hardware id (a device
 //! created without hardware ids could be created twice in that window).
 
-use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
@@ -29,8 +29,8 @@ use super::convert::{
 use super::progress::{Cursor, Phase, Stats, Target};
 use crate::api::Ctx;
 use crate::golioth::{
-    DEFAULT_MAX_PAGES, Device, DevicePage, GoliothClient, GoliothDeviceId, ListDevicesOptions,
-    ListingTracker, MAX_PER_PAGE, TagMap, bounded, generate_psk,
+    DEFAULT_MAX_PAGES, Device, GoliothClient, GoliothDeviceId, ListDevicesOptions, ListingTracker,
+    MAX_PER_PAGE, TagMap, bounded, generate_psk,
 };
 use crate::store::{self, runs::Lease, sync::Loaded, sync_log::LogRow};
 use crate::sync::{
@@ -161,7 +161,6 @@ pub(crate) struct Exec<'c> {
     pub stats: Stats,
     /// Listing pages fetched per round trip window.
     pub fetch_window: u32,
-    pub prefetched: VecDeque<DevicePage>,
     pub seen: Option<Vec<String>>,
 }
 
@@ -250,52 +249,51 @@ impl<'c> Exec<'c> {
         }
     }
 
+    /// Fetch the next window of listing pages (`fetch_window` at once) and process them as one
+    /// batch: one load query, one plan, one commit with the advanced tracker.
     async fn listing_slice(&mut self) -> Result<SliceCounts, EngineError> {
         let tracker = self.cursor.tracker.get_or_insert_with(ListingTracker::new);
-        if self.prefetched.is_empty() {
-            match tracker.next_page() {
-                Some(next) if next < DEFAULT_MAX_PAGES => {
-                    let end = match tracker.expected_pages() {
-                        Some(exp) => exp.max(next + 1).min(next + self.fetch_window.max(1)),
-                        None => next + 1,
-                    };
-                    let opts = self.list_options();
-                    let pages = self
-                        .client
-                        .list_devices_pages(next..end, &opts, self.fetch_window as usize)
-                        .await;
-                    for (_, page) in pages {
-                        match page {
-                            Ok(p) => self.prefetched.push_back(p),
-                            // Later pages are fetched again on the next slice; the first one
-                            // failing after its retries fails this attempt of the run.
-                            Err(e) if self.prefetched.is_empty() => {
-                                return Err(EngineError::Golioth(e));
-                            }
-                            Err(_) => break,
-                        }
-                    }
-                }
-                _ => {
-                    // Finished (or the page ceiling): close the listing without a page.
-                    self.close_listing();
-                    return self.run_items(Vec::new()).await;
-                }
+        let next = match tracker.next_page() {
+            Some(next) if next < DEFAULT_MAX_PAGES => next,
+            _ => {
+                // Finished (or the page ceiling): close the listing without a page.
+                self.close_listing();
+                return self.run_items(Vec::new()).await;
+            }
+        };
+        let end = match tracker.expected_pages() {
+            Some(exp) => exp.max(next + 1).min(next + self.fetch_window.max(1)),
+            None => next + 1,
+        };
+        let opts = self.list_options();
+        let fetched = self
+            .client
+            .list_devices_pages(next..end, &opts, self.fetch_window as usize)
+            .await;
+        let mut pages = Vec::new();
+        for (_, page) in fetched {
+            match page {
+                Ok(p) => pages.push(p),
+                // Later pages are fetched again by the next slice; the first one failing after
+                // its retries fails this attempt of the run (it resumes from this page).
+                Err(e) if pages.is_empty() => return Err(EngineError::Golioth(e)),
+                Err(_) => break,
             }
         }
-        let Some(page) = self.prefetched.pop_front() else {
-            return Ok(SliceCounts::default());
-        };
         let tracker = self.cursor.tracker.get_or_insert_with(ListingTracker::new);
-        let fresh = tracker.record(page);
+        let mut fresh = Vec::new();
+        let n = pages.len() as u64;
+        for page in pages {
+            fresh.extend(tracker.record(page));
+        }
         let finished = tracker.is_finished();
-        self.stats.pages += 1;
+        self.stats.pages += n;
         if finished {
             self.close_listing();
         }
         let remotes = self.convert(&fresh).await?;
         let mut counts = self.plan_and_run(remotes, Vec::new(), Vec::new()).await?;
-        counts.pages = 1;
+        counts.pages = n;
         Ok(counts)
     }
 
@@ -313,7 +311,6 @@ impl<'c> Exec<'c> {
             // A partial listing deletes nothing and creates nothing in Golioth.
             Phase::Done
         };
-        self.prefetched.clear();
     }
 
     async fn local_only_slice(&mut self) -> Result<SliceCounts, EngineError> {

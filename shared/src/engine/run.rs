@@ -347,7 +347,6 @@ async fn setup<'c>(
         } else {
             PAGE_CONCURRENCY
         },
-        prefetched: Default::default(),
         seen: None,
     };
     exec.stats.dry_run = dry_run;
