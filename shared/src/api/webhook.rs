@@ -1,9 +1,138 @@
 //! POST /webhooks/golioth/:service_id: authenticated, idempotent, order-safe Pipeline ingestion.
+//! The rules live in `crate::webhook` (pure) and `store::webhooks` (one transaction); this maps
+//! the outcome to HTTP:
+//! - 200 `{"status": "processed" | "unmatched", "delivery_id", "refresh_queued"}`;
+//! - 200 `{"status": "duplicate"}` for a key already stored (nothing changes);
+//! - 401 (one body for unknown service, inactive service, bad credentials, wrong project),
+//!   413, 415, 400 as `application/problem+json`.
 
-use super::{ApiResult, Ctx, Request};
+use http::StatusCode;
+use serde_json::json;
+use uuid::Uuid;
+
+use super::services::keyring;
+use super::{ApiResult, Ctx, Request, json_response};
+use crate::crypto::Credentials;
 use crate::error::ApiError;
 use crate::routing::Params;
+use crate::service::ServiceConfig;
+use crate::store::webhooks::{self, Ingested, Rejected};
+use crate::webhook::{self as wh, MAX_BODY_BYTES, Rejection, Target};
 
-pub async fn receive(_req: &Request, _params: &Params, _ctx: &Ctx<'_>) -> ApiResult {
-    Err(ApiError::not_implemented("receive"))
+/// The one answer for every authentication failure, so nothing tells which services exist.
+fn unauthorized() -> ApiError {
+    ApiError::unauthorized("invalid webhook credentials")
+}
+
+fn rejection_error(r: &Rejection) -> ApiError {
+    match r {
+        Rejection::TooLarge(_) => ApiError::payload_too_large(MAX_BODY_BYTES),
+        Rejection::UnsupportedMediaType(_) => {
+            ApiError::unsupported_media_type("send application/json or application/cbor")
+        }
+        Rejection::Malformed(e) => ApiError::bad_request(e.to_string()),
+        Rejection::Inactive
+        | Rejection::Auth(_)
+        | Rejection::MissingSubject
+        | Rejection::WrongProject(_) => unauthorized(),
+    }
+}
+
+enum Outcome {
+    UnknownService,
+    Rejected(Rejection),
+    Ingested(Ingested),
+}
+
+pub async fn receive(req: &Request, params: &Params, ctx: &Ctx<'_>) -> ApiResult {
+    let received = ctx.clock.now();
+    let too_large = req.body().len() > MAX_BODY_BYTES;
+    let Some(service) = params
+        .get("service_id")
+        .and_then(|s| Uuid::parse_str(s).ok())
+    else {
+        return Err(if too_large {
+            rejection_error(&Rejection::TooLarge(req.body().len()))
+        } else {
+            unauthorized()
+        });
+    };
+    let ring = keyring(ctx)?;
+    let outcome = webhooks::with_service(ctx.db, service, |tx, svc| {
+        Box::pin(async move {
+            let Some(svc) = svc else {
+                return Ok::<_, ApiError>(Outcome::UnknownService);
+            };
+            let verdict = if !svc.is_active {
+                Err(Rejection::Inactive)
+            } else {
+                let config: ServiceConfig =
+                    serde_json::from_value(svc.config.clone()).map_err(ApiError::internal)?;
+                let creds = match &svc.credentials {
+                    None => Credentials::default(),
+                    Some(bytes) => Credentials::open(&ring, svc.org_id, service, bytes)
+                        .map_err(ApiError::internal)?,
+                };
+                let secrets: Vec<&str> = [&creds.webhook_secret, &creds.webhook_secret_previous]
+                    .into_iter()
+                    .filter_map(|s| s.as_deref())
+                    .collect();
+                let target = Target {
+                    service_id: service,
+                    config: &config,
+                    secrets: &secrets,
+                };
+                wh::plan(&target, req.headers(), req.body(), received)
+            };
+            match verdict {
+                Ok(plan) => {
+                    let done = webhooks::ingest(tx, svc.org_id, service, &plan).await?;
+                    Ok(Outcome::Ingested(done))
+                }
+                Err(rejection) => {
+                    let content_type = rejection
+                        .authenticated()
+                        .then(|| {
+                            req.headers()
+                                .get(http::header::CONTENT_TYPE)
+                                .and_then(|v| v.to_str().ok())
+                                .map(|v| v.chars().take(100).collect())
+                        })
+                        .flatten();
+                    let record = Rejected {
+                        received_at: received,
+                        reason: rejection.to_string(),
+                        content_type,
+                    };
+                    webhooks::insert_rejected(tx, svc.org_id, service, &record).await?;
+                    crate::log::warn(
+                        "webhook delivery rejected",
+                        json!({"service_id": service, "reason": record.reason}),
+                    );
+                    Ok(Outcome::Rejected(rejection))
+                }
+            }
+        })
+    })
+    .await?;
+    match outcome {
+        Outcome::UnknownService if too_large => {
+            Err(rejection_error(&Rejection::TooLarge(req.body().len())))
+        }
+        Outcome::UnknownService => Err(unauthorized()),
+        Outcome::Rejected(r) => Err(rejection_error(&r)),
+        Outcome::Ingested(Ingested::Duplicate) => Ok(json_response(
+            StatusCode::OK,
+            &json!({"status": "duplicate"}),
+        )),
+        Outcome::Ingested(Ingested::Stored {
+            delivery_id,
+            status,
+            refresh_queued,
+        }) => Ok(json_response(
+            StatusCode::OK,
+            &json!({"status": status, "delivery_id": delivery_id,
+                    "refresh_queued": refresh_queued}),
+        )),
+    }
 }
