@@ -685,3 +685,85 @@ async fn every_route_refuses_missing_expired_forged_and_other_organization_token
     assert_eq!(r.status, 200, "{}", r.text());
     assert!(r.json()["runs"].is_array());
 }
+
+#[tokio::test]
+async fn a_local_edit_made_while_the_run_writes_is_never_overwritten() {
+    let e = env().await;
+    let svc = e.service("occ", json!({})).await;
+    let ids = e.seed_remote(&svc, "oc", 1);
+    e.sync_done(&svc, json!({"operation": "bidirectional"}))
+        .await;
+    // Golioth renames the device; locally it is disabled: the plan pulls the name and pushes
+    // `enabled`, so the run re-reads the device, patches it, then updates it locally.
+    e.sim
+        .console_patch_device(&svc.project, &ids[0], &json!({"name": "oc-remote"}))
+        .unwrap();
+    let db = e.app.admin().await;
+    db.execute(
+        "UPDATE devices SET enabled = false WHERE organization_id = $1",
+        &[&e.org],
+    )
+    .await
+    .unwrap();
+    e.sim.reset_stats();
+    e.sim.set_latency(Duration::from_millis(300));
+    // While the PATCH is in flight, someone renames the device locally.
+    let edit = async {
+        let seen = e
+            .sim
+            .wait_for(Duration::from_secs(30), |s| {
+                s.by_kind.get("device.get").copied().unwrap_or(0) >= 1
+            })
+            .await;
+        assert!(seen, "the run never re-read the device");
+        db.execute(
+            "UPDATE devices SET name = 'oc-local' WHERE organization_id = $1",
+            &[&e.org],
+        )
+        .await
+        .unwrap();
+    };
+    let (r, ()) = tokio::join!(e.sync(&svc, json!({"operation": "bidirectional"})), edit);
+    e.sim.set_latency(Duration::ZERO);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = r.json();
+    assert_eq!(v["status"], "completed", "{v}");
+    // The conditional update skipped the device; planned again from a fresh read, the two
+    // renames are a conflict: neither side's name was overwritten.
+    assert_eq!(v["summary"]["conflicts"], 1, "{v}");
+    assert_eq!(v["summary"]["updated_local"], 0, "{v}");
+    let local = e.local_state(&svc).await;
+    assert!(local.contains_key("oc-local"), "{local:?}");
+    assert_eq!(local["oc-local"]["enabled"], false);
+    assert_eq!(local["oc-local"]["sync_status"], "conflict");
+    let remote = e.remote_state(&svc);
+    assert!(remote.contains_key("oc-remote"), "{remote:?}");
+    assert_eq!(
+        remote["oc-remote"]["enabled"], false,
+        "the push went through"
+    );
+}
+
+#[tokio::test]
+async fn exported_devices_get_psk_credentials_when_configured() {
+    let e = env().await;
+    let svc = e
+        .service("creds", json!({"create_credentials": true}))
+        .await;
+    let locals = e.seed_local(&svc, "cr", 2).await;
+    let v = e.sync_done(&svc, json!({"operation": "export"})).await;
+    assert_eq!(v["status"], "completed", "{v}");
+    assert_eq!(v["summary"]["created_remote"], 2);
+    let creds = e.sim.credentials(&svc.project);
+    assert_eq!(creds.len(), 2, "{creds:?}");
+    for id in &locals {
+        assert!(
+            creds
+                .iter()
+                .any(|c| c.identity.starts_with(&id.to_string())),
+            "{creds:?}"
+        );
+    }
+    // The key itself is never kept or shown.
+    assert!(!v.to_string().contains("preSharedKey"));
+}

@@ -480,22 +480,21 @@ impl<'c> Exec<'c> {
         if remotes.is_empty() && alone.is_empty() && gone.is_empty() {
             return Ok(Vec::new());
         }
-        let mut hardware: BTreeSet<String> = BTreeSet::new();
-        let mut names: BTreeSet<String> = BTreeSet::new();
-        for r in remotes {
-            hardware.extend(r.desired.hardware_ids.iter().cloned());
-            if self.opts.match_by_name && !r.desired.name.is_empty() {
-                names.insert(r.desired.name.clone());
-            }
-        }
+        let by_name = self.opts.match_by_name;
         let keys = store::sync::PageKeys {
             external_ids: remotes
                 .iter()
                 .map(|r| r.id.clone())
                 .chain(gone.iter().cloned())
                 .collect(),
-            hardware_ids: hardware.into_iter().collect(),
-            names: names.into_iter().collect(),
+            match_keys: remotes
+                .iter()
+                .map(|r| store::sync::MatchKey {
+                    id: r.id.clone(),
+                    hw: r.desired.hardware_ids.clone(),
+                    name: (by_name && !r.desired.name.is_empty()).then(|| r.desired.name.clone()),
+                })
+                .collect(),
             device_ids: alone.to_vec(),
         };
         let (org, service) = (self.org, self.service);

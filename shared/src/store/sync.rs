@@ -34,15 +34,24 @@ pub struct PageRows {
     pub remote_pending: Vec<PendingConflict>,
 }
 
-/// What to load for a page: devices linked to `external_ids`, live devices sharing a hardware id
-/// or (when given) a name with the page's Golioth devices, and the devices named in `device_ids`.
+/// What to load for a page: devices linked to `external_ids`, the devices named in `device_ids`,
+/// and — for the Golioth devices of `match_keys` not linked yet — live devices sharing a hardware
+/// id or (when given) the name with one of them.
 #[derive(Debug, Clone, Default)]
 pub struct PageKeys {
     pub external_ids: Vec<String>,
-    pub hardware_ids: Vec<String>,
-    /// Empty unless the service matches by name.
-    pub names: Vec<String>,
+    pub match_keys: Vec<MatchKey>,
     pub device_ids: Vec<Uuid>,
+}
+
+/// A Golioth device's identity, for first-sync matching.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct MatchKey {
+    pub id: String,
+    pub hw: Vec<String>,
+    /// Only when the service matches by name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
 }
 
 /// The JSON of one local device, its assignment for service `$2` and its pending conflicts
@@ -161,6 +170,15 @@ fn uuid_texts(ids: &[Uuid]) -> Param {
     Param::TextArray(ids.iter().map(Uuid::to_string).collect())
 }
 
+/// Plan this transaction's statements for their actual parameters. A pooled connection keeps
+/// its prepared statements, and a generic plan made while a service had no devices (its first
+/// sync) stays terrible once it has thousands; the page loads are worth a fresh plan each time.
+async fn custom_plans(db: &dyn Db) -> Result<(), DbError> {
+    db.execute("SET LOCAL plan_cache_mode = force_custom_plan", &[])
+        .await
+        .map(|_| ())
+}
+
 /// Load the local side of a page in one query: the candidate devices (see [`PageKeys`]) with
 /// their assignment and pending conflicts, plus the pending conflicts keyed by the page's Golioth
 /// devices alone.
@@ -170,20 +188,30 @@ pub async fn load_page(
     service: Uuid,
     keys: &PageKeys,
 ) -> Result<PageRows, DbError> {
+    // Matching candidates are looked up only for Golioth devices not linked yet, so a
+    // resync of a linked fleet never touches the hardware id index.
     let sql = format!(
-        "WITH cand AS ( \
-             SELECT a.device_id AS id FROM device_service_assignments a \
-             WHERE a.organization_id = $1 AND a.service_id = $2 \
-               AND a.external_device_id = ANY($3::text[]) \
+        "WITH linked AS ( \
+             SELECT a.device_id, a.external_device_id \
+             FROM unnest($3::text[]) AS e(id) \
+             JOIN device_service_assignments a \
+               ON a.service_id = $2 AND a.external_device_id = e.id AND a.organization_id = $1), \
+         free AS ( \
+             SELECT k FROM jsonb_array_elements($4::jsonb) AS k \
+             WHERE NOT EXISTS (SELECT 1 FROM linked l WHERE l.external_device_id = k->>'id')), \
+         cand AS ( \
+             SELECT device_id AS id FROM linked \
            UNION \
              SELECT d.id FROM devices d \
-             WHERE d.organization_id = $1 AND d.deleted_at IS NULL AND d.hardware_ids && $4::text[] \
+             WHERE d.organization_id = $1 AND d.deleted_at IS NULL \
+               AND d.hardware_ids && ARRAY(SELECT jsonb_array_elements_text(f.k->'hw') FROM free f) \
            UNION \
              SELECT d.id FROM devices d \
-             WHERE d.organization_id = $1 AND d.deleted_at IS NULL AND d.name = ANY($5::text[]) \
+             WHERE d.organization_id = $1 AND d.deleted_at IS NULL \
+               AND d.name = ANY(ARRAY(SELECT f.k->>'name' FROM free f WHERE f.k ? 'name')) \
            UNION \
              SELECT d.id FROM devices d \
-             WHERE d.organization_id = $1 AND d.id = ANY($6::text[]::uuid[])) \
+             WHERE d.organization_id = $1 AND d.id = ANY($5::text[]::uuid[])) \
          SELECT 'local' AS kind, {local} AS item \
          FROM cand JOIN devices d ON d.id = cand.id AND d.organization_id = $1 \
          LEFT JOIN device_service_assignments a \
@@ -194,6 +222,9 @@ pub async fn load_page(
            AND c.device_id IS NULL AND c.external_device_id = ANY($3::text[])",
         local = local_json()
     );
+    let match_keys =
+        serde_json::to_value(&keys.match_keys).map_err(|e| decode_err("match keys", e))?;
+    custom_plans(db).await?;
     let rows = db
         .query(
             &sql,
@@ -201,8 +232,7 @@ pub async fn load_page(
                 Param::Uuid(org),
                 Param::Uuid(service),
                 Param::TextArray(keys.external_ids.clone()),
-                Param::TextArray(keys.hardware_ids.clone()),
-                Param::TextArray(keys.names.clone()),
+                Param::Jsonb(match_keys),
                 uuid_texts(&keys.device_ids),
             ],
         )
@@ -240,6 +270,7 @@ pub async fn load_unseen(
          ORDER BY a.device_id LIMIT $5",
         local = local_json()
     );
+    custom_plans(db).await?;
     let rows = db
         .query(
             &sql,
