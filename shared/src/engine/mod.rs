@@ -26,7 +26,9 @@ use crate::ports::DbError;
 /// Why a slice or an attempt stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
-    #[error("database error: {0}")]
+    /// Shown (run error, sync log, API) as the SQLSTATE only; the driver's text, which may
+    /// quote SQL or data, goes to the log (see [`EngineError::log_cause`]).
+    #[error("database error{}", .0.sqlstate().map(|c| format!(" (SQLSTATE {c})")).unwrap_or_default())]
     Db(#[from] DbError),
     /// A Golioth failure that stops the attempt (a listing page, the tag list, the key).
     #[error("{}", convert::reason(.0))]
@@ -40,6 +42,16 @@ pub enum EngineError {
 }
 
 impl EngineError {
+    /// Log the full cause of a database failure (never shown to clients).
+    pub fn log_cause(&self, run: uuid::Uuid) {
+        if let EngineError::Db(e) = self {
+            crate::log::error(
+                "sync run database error",
+                serde_json::json!({"run_id": run, "cause": e.to_string()}),
+            );
+        }
+    }
+
     pub fn kind(&self) -> &'static str {
         match self {
             EngineError::Db(_) => "db_error",
@@ -47,5 +59,22 @@ impl EngineError {
             EngineError::Config(_) => "config_error",
             EngineError::LeaseLost => "lease_lost",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn database_errors_show_only_their_sqlstate() {
+        let e = EngineError::from(DbError::Query {
+            code: Some("23505".into()),
+            message: "duplicate key value violates unique constraint \"x\": Key (id)=(secret)"
+                .into(),
+        });
+        assert_eq!(e.to_string(), "database error (SQLSTATE 23505)");
+        let e = EngineError::from(DbError::Connect("postgres://u:pw@host".into()));
+        assert_eq!(e.to_string(), "database error");
     }
 }

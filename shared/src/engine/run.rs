@@ -137,7 +137,7 @@ pub(crate) async fn drive(
             return out;
         }
         Err(e) => {
-            out.error = Some(e.to_string());
+            out.error = Some(db_reason(run_id, e));
             return out;
         }
     };
@@ -184,6 +184,7 @@ pub(crate) async fn drive(
             return out;
         }
         Err(e) => {
+            e.log_cause(run.id);
             out.result = retry_or_fail(ctx, &lease, &run, &e.to_string(), clock(&started)).await;
             out.error = Some(e.to_string());
             return out;
@@ -207,7 +208,7 @@ pub(crate) async fn drive(
         })
         .await;
         if let Err(e) = logged {
-            out.error = Some(e.to_string());
+            out.error = Some(db_reason(run_id, e));
         }
         if let Err(e) = exec.commit_progress().await {
             return stop(ctx, &lease, &run, e, &mut out, clock(&started)).await;
@@ -252,13 +253,20 @@ pub(crate) async fn drive(
             {
                 Ok(()) => "released".into(),
                 Err(e) => {
-                    out.error = Some(e.to_string());
+                    out.error = Some(db_reason(run_id, e));
                     "error".into()
                 }
             };
             return out;
         }
     }
+}
+
+/// A database failure as shown in outcomes (SQLSTATE only); the cause is logged.
+fn db_reason(run: Uuid, e: DbError) -> String {
+    let e = EngineError::from(e);
+    e.log_cause(run);
+    e.to_string()
 }
 
 /// An attempt stopped on an error: the lease is gone (someone else continues), or the attempt
@@ -271,6 +279,7 @@ async fn stop(
     out: &mut DriveOutcome,
     now: DateTime<Utc>,
 ) -> DriveOutcome {
+    e.log_cause(run.id);
     match e {
         EngineError::LeaseLost => out.result = "lease_lost".into(),
         EngineError::Config(why) => {

@@ -47,6 +47,18 @@ pub struct TickOutcome {
     pub duration_ms: u64,
 }
 
+/// A step's failure as answered (SQLSTATE only); the driver's text goes to the log.
+fn failure(step: &str, e: &DbError) -> String {
+    crate::log::error(
+        "tick step failed",
+        serde_json::json!({"step": step, "cause": e.to_string()}),
+    );
+    match e.sqlstate() {
+        Some(code) => format!("{step}: database error (SQLSTATE {code})"),
+        None => format!("{step}: database unavailable"),
+    }
+}
+
 fn setting(ctx: &Ctx<'_>, name: &str, default: u32) -> u32 {
     ctx.config
         .get(name)
@@ -103,7 +115,7 @@ pub async fn tick(ctx: &Ctx<'_>, now: DateTime<Utc>, budget: Duration) -> TickOu
             out.deliveries_pruned = pruned;
         }
         Ok(None) => {}
-        Err(e) => out.errors.push(format!("housekeeping: {e}")),
+        Err(e) => out.errors.push(failure("housekeeping", &e)),
     }
 
     match store::runs::queue_due(ctx.db, now, MAX_QUEUED_PER_TICK).await {
@@ -111,7 +123,7 @@ pub async fn tick(ctx: &Ctx<'_>, now: DateTime<Utc>, budget: Duration) -> TickOu
             out.services_due = due.len();
             out.runs_queued = due.into_iter().filter_map(|(_, run)| run).collect();
         }
-        Err(e) => out.errors.push(format!("queueing due services: {e}")),
+        Err(e) => out.errors.push(failure("queueing due services", &e)),
     }
 
     let mut first = true;
@@ -122,7 +134,7 @@ pub async fn tick(ctx: &Ctx<'_>, now: DateTime<Utc>, budget: Duration) -> TickOu
         let claimed = match store::runs::claim(ctx.db, now, &owner, until, 1, None).await {
             Ok(c) => c,
             Err(e) => {
-                out.errors.push(format!("claiming runs: {e}"));
+                out.errors.push(failure("claiming runs", &e));
                 break;
             }
         };
