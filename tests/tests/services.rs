@@ -408,7 +408,8 @@ async fn test_endpoint_checks_the_key_against_golioth() {
             &json!({}),
         )
         .await;
-    assert_eq!(r.status, 502, "{}", r.text());
+    assert_eq!(r.status, 422, "{}", r.text());
+    assert_eq!(r.json()["golioth_status"], 401);
     assert!(!r.text().contains("key-bad"), "{}", r.text());
     assert!(!r.text().contains(&sim.base_url()), "{}", r.text());
 }

@@ -4,8 +4,10 @@
 //!   the wasm builds of every component and the import check.
 //! - `check-imports`: build the components for wasm32-wasip2 and check their imports/exports.
 //! - `fuzz [--seconds N]`: run every cargo-fuzz target in `fuzz/` for N seconds (default 30).
+//! - `api-fuzz`: schemathesis (from PyPI, into `target/st-venv`) against the OpenAPI document.
 //! - `bench`: the benchmark scenarios of DESIGN §9 against a release build (see BENCHMARKS.md).
 
+mod api_fuzz;
 mod bench;
 mod fuzz;
 mod imports;
@@ -155,6 +157,10 @@ fn test() -> Result<()> {
 
     build_components()?;
     check_imports()?;
+
+    println!("\n==> schemathesis against openapi/openapi.json on the native host");
+    api_fuzz::run(&root(), &target_dir(), 25)?;
+    println!("<== schemathesis: no failures");
     fuzz::run(if std::env::var_os("CI").is_some() {
         60
     } else {
@@ -192,6 +198,7 @@ fn main() -> Result<()> {
             &target_dir(),
         ),
         Some("loadgen") => bench::loadgen(&args[1..]),
+        Some("api-fuzz") => api_fuzz::run(&root(), &target_dir(), 25),
         Some("check-imports") => {
             ensure_wasm_target()?;
             build_components()?;

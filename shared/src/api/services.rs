@@ -241,20 +241,15 @@ pub(crate) fn golioth_config(
 /// How a Golioth failure is reported to our client: never the key, never a URL.
 pub(crate) fn golioth_problem(e: &GoliothError) -> ApiError {
     match e {
-        GoliothError::Unauthorized(_) | GoliothError::Forbidden(_) => ApiError::new(
-            StatusCode::BAD_GATEWAY,
-            "Bad Gateway",
-            Some("Golioth rejected the API key for this project".into()),
-        )
-        .with_extension(
-            "golioth_status",
-            json!(e.api_status().map(|s| s.http_status)),
-        ),
-        GoliothError::NotFound(_) => ApiError::new(
-            StatusCode::BAD_GATEWAY,
-            "Bad Gateway",
-            Some("Golioth does not know this project".into()),
-        ),
+        // The service's own settings are wrong: the caller can fix them, so a 4xx.
+        GoliothError::Unauthorized(_) | GoliothError::Forbidden(_) => {
+            ApiError::unprocessable("Golioth rejected the API key for this project").with_extension(
+                "golioth_status",
+                json!(e.api_status().map(|s| s.http_status)),
+            )
+        }
+        GoliothError::NotFound(_) => ApiError::unprocessable("Golioth does not know this project")
+            .with_extension("golioth_status", json!(404)),
         GoliothError::Timeout => ApiError::new(
             StatusCode::GATEWAY_TIMEOUT,
             "Gateway Timeout",
