@@ -36,6 +36,7 @@ fn fuzz_dir() -> PathBuf {
 
 /// `cargo fuzz …` from the repository root, outside the main workspace's target directory (the
 /// fuzz build uses other compiler flags; sharing one directory would rebuild both every time).
+/// Its binaries land in `fuzz/target/<host triple>/release/`.
 fn cargo_fuzz() -> Command {
     let mut c = cargo();
     c.arg("fuzz")
@@ -85,21 +86,45 @@ struct Running {
     started: Instant,
 }
 
-fn start(target: &str, seconds: u64, logs: &Path) -> Result<Running> {
+/// The triple cargo-fuzz builds for (the host), which names the directory of the binaries.
+fn host_triple() -> Result<String> {
+    let out = Command::new("rustc")
+        .arg("-vV")
+        .output()
+        .context("running rustc -vV")?;
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("host: "))
+        .map(|t| t.trim().to_owned())
+        .context("rustc -vV printed no host triple")
+}
+
+/// Run one built target directly (what `cargo fuzz run` does after its build), so every run uses
+/// the binaries of the one build step and parallel runs do not queue on cargo's locks.
+fn start(bin_dir: &Path, target: &str, seconds: u64, logs: &Path) -> Result<Running> {
     let corpus = fuzz_dir().join("corpus").join(target);
     let seeds = fuzz_dir().join("seeds").join(target);
+    let artifacts = fuzz_dir().join("artifacts").join(target);
     fs::create_dir_all(&corpus)?;
+    fs::create_dir_all(&artifacts)?;
     let log = logs.join(format!("{target}.log"));
     let out = fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
-    let mut c = cargo_fuzz();
-    c.args(["run", "--sanitizer", SANITIZER, target])
-        .arg(&corpus)
-        .args(seeds.is_dir().then_some(&seeds))
-        .arg("--")
+    // As cargo-fuzz sets it: Rust's ODR-like duplicate symbols are not violations.
+    let mut asan = std::env::var("ASAN_OPTIONS").unwrap_or_default();
+    if !asan.is_empty() {
+        asan.push(':');
+    }
+    asan.push_str("detect_odr_violation=0");
+    let mut c = Command::new(bin_dir.join(target));
+    c.current_dir(root())
+        .env("ASAN_OPTIONS", asan)
+        .arg(format!("-artifact_prefix={}/", artifacts.display()))
         .arg(format!("-max_total_time={seconds}"))
         .arg(format!("-rss_limit_mb={RSS_LIMIT_MB}"))
         .arg(format!("-timeout={UNIT_TIMEOUT_SECS}"))
         .arg("-print_final_stats=1")
+        .arg(&corpus)
+        .args(seeds.is_dir().then_some(&seeds))
         .stdout(out.try_clone()?)
         .stderr(out);
     let child = c
@@ -141,13 +166,17 @@ fn finish(mut r: Running) -> Result<bool> {
         r.target,
         r.log.display()
     );
-    // The interesting part starts at the sanitizer's or libFuzzer's report.
+    // The report starts at the panic or the sanitizer's message; libFuzzer names the input last.
     let lines: Vec<&str> = log.lines().collect();
     let from = lines
         .iter()
-        .position(|l| l.contains("panicked") || l.starts_with("==") || l.contains("ERROR:"))
-        .unwrap_or(lines.len().saturating_sub(60));
-    for l in lines[from..].iter().take(120) {
+        .position(|l| l.contains("panicked") || l.contains("ERROR:"))
+        .unwrap_or(lines.len().saturating_sub(40));
+    let tail = lines[from..]
+        .iter()
+        .skip(40)
+        .filter(|l| l.contains("Test unit written to") || l.starts_with("Base64:"));
+    for l in lines[from..].iter().take(40).chain(tail) {
         println!("  {l}");
     }
     Ok(false)
@@ -159,10 +188,12 @@ pub fn run(seconds_per_target: u64) -> Result<()> {
     ensure_cargo_fuzz()?;
     let targets = targets()?;
     let target_dir = fuzz_dir().join("target");
+    let triple = host_triple()?;
 
     let mut c = cargo_fuzz();
-    c.args(["build", "--sanitizer", SANITIZER]);
+    c.args(["build", "--sanitizer", SANITIZER, "--target", &triple]);
     step("build the fuzz targets", c)?;
+    let bin_dir = target_dir.join(&triple).join("release");
 
     let logs = target_dir.join("fuzz-logs");
     fs::create_dir_all(&logs)?;
@@ -179,7 +210,7 @@ pub fn run(seconds_per_target: u64) -> Result<()> {
         while running.len() < parallel
             && let Some(t) = queue.next()
         {
-            running.push(start(t, seconds_per_target, &logs)?);
+            running.push(start(&bin_dir, t, seconds_per_target, &logs)?);
         }
         if running.is_empty() {
             break;
