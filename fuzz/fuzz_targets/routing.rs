@@ -4,9 +4,32 @@
 
 #![no_main]
 
+use std::sync::OnceLock;
+
 use libfuzzer_sys::fuzz_target;
 use shared::api::{Component, routes};
 use shared::routing::{RoutePattern, select};
+
+/// Every component's route table, parsed once.
+fn tables() -> &'static [Vec<(RoutePattern, &'static str)>] {
+    static TABLES: OnceLock<Vec<Vec<(RoutePattern, &'static str)>>> = OnceLock::new();
+    TABLES.get_or_init(|| {
+        Component::ALL
+            .into_iter()
+            .map(|c| {
+                routes(c)
+                    .iter()
+                    .map(|r| {
+                        (
+                            RoutePattern::parse(r.pattern).expect("a route table pattern"),
+                            r.method,
+                        )
+                    })
+                    .collect()
+            })
+            .collect()
+    })
+}
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
@@ -29,17 +52,8 @@ fuzz_target!(|data: &[u8]| {
         let _ = select(&table, path);
     }
 
-    for component in Component::ALL {
-        let table: Vec<(RoutePattern, &str)> = routes(component)
-            .iter()
-            .map(|r| {
-                (
-                    RoutePattern::parse(r.pattern).expect("a route table pattern"),
-                    r.method,
-                )
-            })
-            .collect();
-        if let Some((_, params)) = select(&table, path) {
+    for table in tables() {
+        if let Some((_, params)) = select(table, path) {
             let _ = params.get("org_id");
         }
     }
