@@ -18,6 +18,7 @@ const TABLES: &[&str] = &[
     "webhook_deliveries",
     "device_telemetry",
     "organization_members",
+    "sync_run_seen",
 ];
 
 /// A digest of every row the organization owns, table by table.

@@ -1,16 +1,30 @@
 //! The secret-leak test (issue 8): a full run — service set-up, key test, syncs (including one
 //! that fails because Golioth revoked the key), webhook deliveries good and bad, every read
 //! route — while collecting every response body, every log line the service wrote, and every
-//! text the database holds outside the encrypted credentials column; then search all of it for
-//! the secrets' bytes.
+//! text the database holds outside the encrypted credentials column, and any panic message;
+//! then search all of it for the secrets (the encryption key also as raw bytes and hex, and the
+//! database password).
 
-use harness::{ENCRYPTION_KEY, INTERNAL_TOKEN, JWT_SECRET, spawn_app_with};
+use std::sync::{Arc, Mutex};
+
+use base64::Engine as _;
+use harness::{APP_ROLE_PASSWORD, ENCRYPTION_KEY, INTERNAL_TOKEN, JWT_SECRET, spawn_app_with};
 use host::simulator::{ProjectSpec, SeedSpec, SimOptions, Simulator};
 use serde_json::json;
 
 #[tokio::test]
 async fn no_secret_appears_in_responses_logs_or_the_database() {
     shared::log::capture(true);
+    // Panic messages too (none is expected on a request path; if one happens, it must not
+    // carry a secret either).
+    let panics: Arc<Mutex<Vec<String>>> = Arc::default();
+    let sink = panics.clone();
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if let Ok(mut p) = sink.lock() {
+            p.push(info.to_string());
+        }
+    }));
     let api_key = format!("golioth-key-{}", uuid::Uuid::new_v4().simple());
     let webhook_secret = format!("webhook-secret-{}", uuid::Uuid::new_v4().simple());
     let sim = Simulator::start(SimOptions::default()).await.unwrap();
@@ -137,19 +151,31 @@ async fn no_secret_appears_in_responses_logs_or_the_database() {
     let logs = shared::log::captured();
     shared::log::capture(false);
     assert!(!logs.is_empty(), "the service logged nothing?");
+    std::panic::set_hook(previous);
+    let panics: Vec<String> = panics.lock().map(|p| p.clone()).unwrap_or_default();
 
+    // The encryption key as configured (base64), as its raw bytes and as hex.
+    let key_bytes = base64::engine::general_purpose::STANDARD
+        .decode(ENCRYPTION_KEY)
+        .unwrap();
+    let key_raw = String::from_utf8_lossy(&key_bytes).into_owned();
+    let key_hex: String = key_bytes.iter().map(|b| format!("{b:02x}")).collect();
     let secrets = [
         ("Golioth API key", api_key.as_str()),
         ("webhook secret", webhook_secret.as_str()),
         ("encryption key", ENCRYPTION_KEY),
+        ("encryption key bytes", key_raw.as_str()),
+        ("encryption key hex", key_hex.as_str()),
         ("JWT secret", JWT_SECRET),
         ("internal token", INTERNAL_TOKEN),
+        ("database password", APP_ROLE_PASSWORD),
     ];
     for (what, secret) in secrets {
         for (where_, texts) in [
             ("responses", &bodies),
             ("logs", &logs),
             ("database", &stored),
+            ("panics", &panics),
         ] {
             if let Some(t) = texts.iter().find(|t| t.contains(secret)) {
                 panic!("the {what} appears in {where_}: {t}");

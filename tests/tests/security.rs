@@ -19,6 +19,7 @@ const TENANT_TABLES: &[&str] = &[
     "device_conflicts",
     "webhook_deliveries",
     "device_telemetry",
+    "sync_run_seen",
 ];
 
 /// One row in every tenant table for `org`.
@@ -44,7 +45,10 @@ async fn seed_everything(app: &TestApp, org: Uuid) {
     db.batch_execute(&format!(
         "INSERT INTO device_service_assignments (organization_id, device_id, service_id, external_device_id)
            VALUES ('{org}', '{device}', '{service}', 'aaaaaaaaaaaaaaaaaaaaaaaa');
-         INSERT INTO sync_runs (organization_id, service_id, operation) VALUES ('{org}', '{service}', 'import');
+         WITH r AS (INSERT INTO sync_runs (organization_id, service_id, operation)
+                    VALUES ('{org}', '{service}', 'import') RETURNING id)
+         INSERT INTO sync_run_seen (organization_id, run_id, external_id)
+           SELECT '{org}', id, 'aaaaaaaaaaaaaaaaaaaaaaaa' FROM r;
          INSERT INTO golioth_sync_log (organization_id, service_id, operation, status) VALUES ('{org}', '{service}', 'x', 'ok');
          INSERT INTO device_conflicts (organization_id, service_id, device_id, field_name, conflict_type)
            VALUES ('{org}', '{service}', '{device}', 'name', 'concurrent_modification');

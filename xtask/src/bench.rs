@@ -26,6 +26,8 @@ pub struct BenchOptions {
     pub sizes: Vec<usize>,
     pub webhook_rate: u64,
     pub webhook_seconds: u64,
+    /// Scenarios left out (`--skip baseline,webhook`), for quicker profiling runs.
+    pub skip: Vec<String>,
 }
 
 impl Default for BenchOptions {
@@ -35,6 +37,7 @@ impl Default for BenchOptions {
             sizes: vec![1_000, 10_000, 100_000],
             webhook_rate: 2_500,
             webhook_seconds: 10,
+            skip: Vec::new(),
         }
     }
 }
@@ -55,6 +58,7 @@ impl BenchOptions {
                 }
                 "--webhook-rate" => o.webhook_rate = next()?.parse()?,
                 "--webhook-seconds" => o.webhook_seconds = next()?.parse()?,
+                "--skip" => o.skip = next()?.split(',').map(|s| s.trim().to_owned()).collect(),
                 other => bail!("unknown bench option {other}"),
             }
         }
@@ -98,9 +102,21 @@ impl HostProcess {
             }
         }
         // Keep draining stdout in the background (request logs) and keep the last JSON event.
+        // `BENCH_HOST_LOG=<file>` keeps the host's log lines (slice timings) for profiling.
+        let mut keep = std::env::var_os("BENCH_HOST_LOG").and_then(|p| {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(p)
+                .ok()
+        });
         let (tx, rx) = std::sync::mpsc::channel::<String>();
         std::thread::spawn(move || {
             for line in lines.map_while(Result::ok) {
+                if let Some(f) = keep.as_mut() {
+                    use std::io::Write;
+                    let _ = writeln!(f, "{line}");
+                }
                 if line.contains("\"event\":\"shutdown\"") {
                     let _ = tx.send(line);
                 }
@@ -284,11 +300,9 @@ fn ms(d: Duration) -> f64 {
     (d.as_secs_f64() * 1000.0 * 10.0).round() / 10.0
 }
 
-/// The list concurrency the engine's Golioth client uses.
+/// The listing pages the engine fetches at once.
 fn list_concurrency() -> usize {
-    shared::golioth::ListDevicesOptions::default()
-        .concurrency
-        .max(1)
+    shared::engine::PAGE_CONCURRENCY.max(1) as usize
 }
 
 /// Start a fresh host process, run `f` against it, stop it: (result, statements, peak RSS KiB).
@@ -549,7 +563,11 @@ fn print_table(rows: &[Value]) {
     }
 }
 
-pub fn run(opts: BenchOptions, root: &std::path::Path, target: &std::path::Path) -> Result<()> {
+/// `cargo xtask` is a debug build, but the simulator and the load generator run inside this
+/// process: build the host and xtask in release and hand the benchmark to the release xtask, so
+/// nothing measured runs unoptimized.
+pub fn run(args: &[String], root: &std::path::Path, target: &std::path::Path) -> Result<()> {
+    let opts = BenchOptions::parse(args)?;
     let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
         .current_dir(root)
         .args([
@@ -559,10 +577,26 @@ pub fn run(opts: BenchOptions, root: &std::path::Path, target: &std::path::Path)
             "golioth-sync-host",
             "--bin",
             "golioth-sync",
+            "-p",
+            "xtask",
+            "--bin",
+            "xtask",
         ])
         .status()?;
     if !status.success() {
         bail!("release build failed");
+    }
+    if cfg!(debug_assertions) {
+        let status = Command::new(target.join("release/xtask"))
+            .current_dir(root)
+            .arg("bench")
+            .args(args)
+            .status()
+            .context("starting the release xtask")?;
+        if !status.success() {
+            bail!("benchmark failed");
+        }
+        return Ok(());
     }
     let binary = target.join("release/golioth-sync");
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -615,9 +649,17 @@ pub fn run(opts: BenchOptions, root: &std::path::Path, target: &std::path::Path)
             rows: Vec::new(),
         };
         if let Some((org, jwt, svc, ours_ms)) = first_syncs(&mut b).await? {
-            resyncs(&mut b, org, &jwt, svc).await?;
-            baseline(&mut b, ours_ms).await?;
-            webhooks(&mut b, org, svc).await?;
+            let skip = b.opts.skip.clone();
+            let run = |name: &str| !skip.iter().any(|s| s == name);
+            if run("resync") {
+                resyncs(&mut b, org, &jwt, svc).await?;
+            }
+            if run("baseline") {
+                baseline(&mut b, ours_ms).await?;
+            }
+            if run("webhook") {
+                webhooks(&mut b, org, svc).await?;
+            }
         }
         print_table(&b.rows);
         let out = root.join("bench-results");
@@ -677,6 +719,8 @@ pub fn loadgen(args: &[String]) -> Result<()> {
         .map(|(a, b)| (a.to_owned(), b.to_owned()))
         .context("--header name:value")?;
     let project = get("--project")?;
+    // Delivery ids unique to this run, so a rerun against the same database is not all duplicates.
+    let run = Uuid::new_v4().simple().to_string();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -695,7 +739,7 @@ pub fn loadgen(args: &[String]) -> Result<()> {
             let client = client.clone();
             let url = url.clone();
             let device = devices[(i as usize) % devices.len()].clone();
-            let (hk, hv, project) = (hk.clone(), hv.clone(), project.clone());
+            let (hk, hv, project, run) = (hk.clone(), hv.clone(), project.clone(), run.clone());
             tasks.push(tokio::spawn(async move {
                 let sent = Instant::now();
                 let body = json!({"battery": (i % 100) as i64, "seq": i, "ts": chrono::Utc::now().to_rfc3339()});
@@ -706,7 +750,7 @@ pub fn loadgen(args: &[String]) -> Result<()> {
                     .header("ce-source", &device)
                     .header("ce-subject", &project)
                     .header("ce-type", "io.golioth.data.v1/.s/sensor")
-                    .header("ce-id", format!("bench-{i}"))
+                    .header("ce-id", format!("bench-{run}-{i}"))
                     .body(body.to_string())
                     .send()
                     .await;

@@ -11,8 +11,9 @@
 //!
 //! The first corpus directory (git-ignored) collects what the fuzzer finds; `fuzz/seeds/<target>`
 //! holds the committed seeds. A crash leaves its input under `fuzz/artifacts/<target>/`; replay it
-//! with `RUSTC_BOOTSTRAP=1 cargo fuzz run <target> <file>`, fix the parser, and keep the input as
-//! a test in `shared/tests/fuzz_regressions.rs`.
+//! with `RUSTC_BOOTSTRAP=1 cargo fuzz run <target> <file>`, fix the parser, commit the input to
+//! `fuzz/seeds/<target>/` (every fuzz run replays the seeds first) and add a unit test next to the
+//! parser. No run so far has found a crash, so no such input exists yet.
 
 use std::fs;
 use std::path::{Path, PathBuf};

@@ -192,11 +192,7 @@ fn main() -> Result<()> {
                 .block_on(host::dev::up(opts))
         }
         Some("test") => test(),
-        Some("bench") => bench::run(
-            bench::BenchOptions::parse(&args[1..])?,
-            &root(),
-            &target_dir(),
-        ),
+        Some("bench") => bench::run(&args[1..], &root(), &target_dir()),
         Some("loadgen") => bench::loadgen(&args[1..]),
         Some("api-fuzz") => api_fuzz::run(&root(), &target_dir(), 25),
         Some("check-imports") => {
@@ -213,7 +209,7 @@ fn main() -> Result<()> {
             None => 30,
         }),
         _ => bail!(
-            "usage: cargo xtask up [--listen ADDR] | test | check-imports | fuzz [--seconds N] | bench [--latency-ms N] [--sizes a,b,c]"
+            "usage: cargo xtask up [--listen ADDR] | test | check-imports | fuzz [--seconds N] | bench [--latency-ms N] [--sizes a,b,c] [--webhook-rate N] [--webhook-seconds N] [--skip resync,baseline,webhook]"
         ),
     }
 }

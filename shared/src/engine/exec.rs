@@ -17,6 +17,8 @@
 //! created without hardware ids could be created twice in that window).
 
 use std::collections::{BTreeSet, HashMap, HashSet};
+use std::ops::Range;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
@@ -29,8 +31,8 @@ use super::convert::{
 use super::progress::{Cursor, Phase, Stats, Target};
 use crate::api::Ctx;
 use crate::golioth::{
-    DEFAULT_MAX_PAGES, Device, GoliothClient, GoliothDeviceId, ListDevicesOptions, ListingTracker,
-    MAX_PER_PAGE, TagMap, bounded, generate_psk,
+    DEFAULT_MAX_PAGES, Device, DevicePage, GoliothClient, GoliothDeviceId, GoliothError,
+    ListDevicesOptions, ListingTracker, MAX_PER_PAGE, TagMap, bounded, generate_psk,
 };
 use crate::store::{self, runs::Lease, sync::Loaded, sync_log::LogRow};
 use crate::sync::{
@@ -41,8 +43,10 @@ use crate::sync::{
 
 /// Golioth writes in flight at once (GOLIOTH_API.md §11.11: "a bounded concurrency of a few").
 pub const REMOTE_CONCURRENCY: usize = 8;
-/// Listing pages fetched at once when the budget allows.
-pub const PAGE_CONCURRENCY: u32 = 4;
+/// Listing pages fetched at once when the budget allows: the same bound as writes (a few
+/// requests in flight, GOLIOTH_API.md §11.11). At Golioth's 100 devices per page this is what
+/// sets a large fleet's listing time (⌈N/100⌉ / 8 round trips).
+pub const PAGE_CONCURRENCY: u32 = 8;
 /// Devices per local-only or targeted slice.
 pub const CHUNK: usize = 100;
 
@@ -161,8 +165,18 @@ pub(crate) struct Exec<'c> {
     pub stats: Stats,
     /// Listing pages fetched per round trip window.
     pub fetch_window: u32,
-    pub seen: Option<Vec<String>>,
+    /// Golioth ids this slice's listing pages brought, stored (`sync_run_seen`) with the
+    /// slice's commit; the cursor keeps no ids, so it stays small however large the fleet.
+    pub pending_seen: Vec<String>,
+    /// When this request's budget ends (a window is fetched ahead only with time to use it).
+    pub deadline: Instant,
+    /// The listing window fetched while the previous one was planned and written.
+    pub prefetched: Option<(Range<u32>, Vec<(u32, Result<DevicePage, GoliothError>)>)>,
 }
+
+/// Fetch the next listing window ahead only when at least this much budget is left, so a
+/// request that is about to stop does not fetch pages the next one fetches again.
+const PREFETCH_MIN_BUDGET: Duration = Duration::from_secs(1);
 
 /// What a committed batch reports back.
 struct Committed {
@@ -178,6 +192,17 @@ pub(crate) struct SliceCounts {
     pub local_writes: u64,
     pub remote_writes: u64,
     pub conflicts: u64,
+    /// Where the slice's time went (ms): waiting for listing pages, loading the local side,
+    /// planning, Golioth writes, the commit.
+    pub fetch_ms: u64,
+    pub load_ms: u64,
+    pub plan_ms: u64,
+    pub remote_ms: u64,
+    pub commit_ms: u64,
+}
+
+fn ms_since(t: Instant) -> u64 {
+    t.elapsed().as_millis() as u64
 }
 
 impl<'c> Exec<'c> {
@@ -249,27 +274,38 @@ impl<'c> Exec<'c> {
         }
     }
 
-    /// Fetch the next window of listing pages (`fetch_window` at once) and process them as one
-    /// batch: one load query, one plan, one commit with the advanced tracker.
-    async fn listing_slice(&mut self) -> Result<SliceCounts, EngineError> {
+    /// The listing pages still to fetch, `fetch_window` at most; `None` when the listing is
+    /// finished (or at the page ceiling).
+    fn next_window(&mut self) -> Option<Range<u32>> {
         let tracker = self.cursor.tracker.get_or_insert_with(ListingTracker::new);
-        let next = match tracker.next_page() {
-            Some(next) if next < DEFAULT_MAX_PAGES => next,
-            _ => {
-                // Finished (or the page ceiling): close the listing without a page.
-                self.close_listing();
-                return self.run_items(Vec::new()).await;
-            }
-        };
+        let next = tracker.next_page().filter(|n| *n < DEFAULT_MAX_PAGES)?;
         let end = match tracker.expected_pages() {
             Some(exp) => exp.max(next + 1).min(next + self.fetch_window.max(1)),
             None => next + 1,
         };
+        Some(next..end)
+    }
+
+    /// Fetch the next window of listing pages (`fetch_window` at once) and process them as one
+    /// batch: one load query, one plan, one commit with the advanced tracker. While a batch is
+    /// planned and written, the window after it is fetched (Golioth's latency overlaps the
+    /// database's work; at most one window ahead, and only with budget left to use it).
+    async fn listing_slice(&mut self) -> Result<SliceCounts, EngineError> {
+        let Some(window) = self.next_window() else {
+            // Finished (or the page ceiling): close the listing without a page.
+            self.close_listing();
+            return self.run_items(Vec::new()).await;
+        };
         let opts = self.list_options();
-        let fetched = self
-            .client
-            .list_devices_pages(next..end, &opts, self.fetch_window as usize)
-            .await;
+        let fetch_started = Instant::now();
+        let fetched = match self.prefetched.take() {
+            Some((range, pages)) if range == window => pages,
+            _ => {
+                self.client
+                    .list_devices_pages(window, &opts, self.fetch_window as usize)
+                    .await
+            }
+        };
         let mut pages = Vec::new();
         for (_, page) in fetched {
             match page {
@@ -280,20 +316,56 @@ impl<'c> Exec<'c> {
                 Err(_) => break,
             }
         }
+        let fetch_ms = ms_since(fetch_started);
+        // Devices an earlier slice already saw (offset paging shifted under a concurrent
+        // change) are dropped here, as the in-memory tracker drops repeats within the window.
+        let ids: Vec<String> = pages
+            .iter()
+            .flat_map(|p| p.devices.iter().map(|d| d.id.as_str().to_owned()))
+            .collect();
+        let (org, run) = (self.org, self.run);
+        let before: HashSet<String> = store::in_org(self.ctx.db, org, |tx| {
+            Box::pin(async move { store::sync::seen_before(tx, org, run, &ids).await })
+        })
+        .await?
+        .into_iter()
+        .collect();
         let tracker = self.cursor.tracker.get_or_insert_with(ListingTracker::new);
         let mut fresh = Vec::new();
         let n = pages.len() as u64;
         for page in pages {
-            fresh.extend(tracker.record(page));
+            fresh.extend(tracker.record_with(page, &|id| before.contains(id.as_str())));
         }
+        self.pending_seen
+            .extend(fresh.iter().map(|d| d.id.as_str().to_owned()));
         let finished = tracker.is_finished();
         self.stats.pages += n;
         if finished {
             self.close_listing();
         }
         let remotes = self.convert(&fresh).await?;
-        let mut counts = self.plan_and_run(remotes, Vec::new(), Vec::new()).await?;
+        let ahead = if finished || self.fetch_window <= 1 {
+            None
+        } else if self.deadline.saturating_duration_since(Instant::now()) < PREFETCH_MIN_BUDGET {
+            None
+        } else {
+            self.next_window()
+        };
+        let mut counts = match ahead {
+            None => self.plan_and_run(remotes, Vec::new(), Vec::new()).await?,
+            Some(range) => {
+                let client = self.client.clone();
+                let width = self.fetch_window as usize;
+                let pages = range.clone();
+                let prefetch = async move { client.list_devices_pages(pages, &opts, width).await };
+                let (counts, fetched) =
+                    futures::join!(self.plan_and_run(remotes, Vec::new(), Vec::new()), prefetch);
+                self.prefetched = Some((range, fetched));
+                counts?
+            }
+        };
         counts.pages = n;
+        counts.fetch_ms += fetch_ms;
         Ok(counts)
     }
 
@@ -313,15 +385,35 @@ impl<'c> Exec<'c> {
         };
     }
 
-    async fn local_only_slice(&mut self) -> Result<SliceCounts, EngineError> {
-        if self.seen.is_none() {
-            self.seen = Some(self.cursor.seen());
+    /// A cursor written before the store kept the listing's ids still carries them: store them
+    /// once, before anything reads `sync_run_seen` (idempotent; the next commit drops them from
+    /// the cursor).
+    pub async fn store_legacy_seen(&mut self) -> Result<(), EngineError> {
+        let Some(tracker) = self.cursor.tracker.as_mut() else {
+            return Ok(());
+        };
+        let ids: Vec<String> = tracker
+            .take_legacy_seen()
+            .iter()
+            .map(|id| id.as_str().to_owned())
+            .collect();
+        if ids.is_empty() {
+            return Ok(());
         }
-        let seen = self.seen.clone().unwrap_or_default();
-        let (org, service, after) = (self.org, self.service, self.cursor.local_after);
+        let (org, run) = (self.org, self.run);
+        store::in_org(self.ctx.db, org, |tx| {
+            Box::pin(async move { store::sync::record_seen(tx, org, run, &ids).await })
+        })
+        .await?;
+        Ok(())
+    }
+
+    async fn local_only_slice(&mut self) -> Result<SliceCounts, EngineError> {
+        let (org, service, run, after) =
+            (self.org, self.service, self.run, self.cursor.local_after);
         let rows = store::in_org(self.ctx.db, org, |tx| {
             Box::pin(async move {
-                store::sync::load_unseen(tx, org, service, &seen, after, CHUNK as i64).await
+                store::sync::load_unseen(tx, org, service, run, after, CHUNK as i64).await
             })
         })
         .await?;
@@ -435,8 +527,10 @@ impl<'c> Exec<'c> {
         alone: Vec<Uuid>,
         gone: Vec<String>,
     ) -> Result<SliceCounts, EngineError> {
-        let items = self.plan(&remotes, &alone, &gone, false).await?;
         let mut counts = SliceCounts::default();
+        let items = self
+            .plan(&remotes, &alone, &gone, false, &mut counts)
+            .await?;
         let leftover = self.run_batch(items, &mut counts).await?;
         if leftover.is_empty() {
             return Ok(counts);
@@ -451,7 +545,9 @@ impl<'c> Exec<'c> {
                 None => retry_alone.extend(it.plan.device_id),
             }
         }
-        let items = self.plan(&retry_remotes, &retry_alone, &[], true).await?;
+        let items = self
+            .plan(&retry_remotes, &retry_alone, &[], true, &mut counts)
+            .await?;
         let still = self.run_batch(items, &mut counts).await?;
         if !still.is_empty() {
             let mut batch = Stats::default();
@@ -476,10 +572,12 @@ impl<'c> Exec<'c> {
         alone: &[Uuid],
         gone: &[String],
         retry: bool,
+        counts: &mut SliceCounts,
     ) -> Result<Vec<Item>, EngineError> {
         if remotes.is_empty() && alone.is_empty() && gone.is_empty() {
             return Ok(Vec::new());
         }
+        let load_started = Instant::now();
         let by_name = self.opts.match_by_name;
         let keys = store::sync::PageKeys {
             external_ids: remotes
@@ -502,6 +600,8 @@ impl<'c> Exec<'c> {
             Box::pin(async move { store::sync::load_page(tx, org, service, &keys).await })
         })
         .await?;
+        counts.load_ms += ms_since(load_started);
+        let plan_started = Instant::now();
         let states: Vec<_> = rows.locals.iter().map(|l| l.state.clone()).collect();
         let by_id: HashMap<Uuid, &Loaded> =
             rows.locals.iter().map(|l| (l.state.device.id, l)).collect();
@@ -571,6 +671,7 @@ impl<'c> Exec<'c> {
         for (plan, l) in rest.devices.into_iter().zip(lonely) {
             items.push(Item::new(plan, Some(l.clone()), None, Vec::new(), retry));
         }
+        counts.plan_ms += ms_since(plan_started);
         Ok(items)
     }
 
@@ -582,10 +683,14 @@ impl<'c> Exec<'c> {
         counts: &mut SliceCounts,
     ) -> Result<Vec<Item>, EngineError> {
         let before = self.stats.clone();
+        let remote_started = Instant::now();
         if !self.dry_run {
             self.remote_phase(&mut items).await?;
         }
+        counts.remote_ms += ms_since(remote_started);
+        let commit_started = Instant::now();
         let c = self.commit(&items).await?;
+        counts.commit_ms += ms_since(commit_started);
         counts.devices += c.processed;
         counts.local_writes += self.stats.local_writes - before.local_writes;
         counts.remote_writes += self.stats.remote_writes - before.remote_writes;
@@ -870,11 +975,11 @@ impl<'c> Exec<'c> {
         let lease_until = self.lease_until;
         let opts = self.opts.clone();
         let prior = self.stats.clone();
-        let cursor = self.cursor.clone();
-        let progress = cursor.progress();
+        let progress = self.cursor.progress();
         let cursor_json =
-            serde_json::to_value(&cursor).map_err(|e| EngineError::Config(e.to_string()))?;
-        let phase = cursor.phase.as_str();
+            serde_json::to_value(&self.cursor).map_err(|e| EngineError::Config(e.to_string()))?;
+        let phase = self.cursor.phase.as_str();
+        let seen = std::mem::take(&mut self.pending_seen);
 
         let (stats, rows) = store::in_org(self.ctx.db, org, |tx| {
             Box::pin(async move {
@@ -886,6 +991,7 @@ impl<'c> Exec<'c> {
                 if !store::runs::fence(tx, &lease).await? {
                     return Err(EngineError::LeaseLost);
                 }
+                store::sync::record_seen(tx, org, run, &seen).await?;
                 let mut local_writes = store::sync::insert_devices(tx, org, &creates).await?;
                 let applied: HashSet<Uuid> = store::sync::update_devices(tx, org, &updates)
                     .await?
@@ -932,6 +1038,9 @@ impl<'c> Exec<'c> {
         })
         .await?;
         self.stats = stats;
+        if let Some(t) = self.cursor.tracker.as_mut() {
+            t.forget_seen();
+        }
         Ok(Committed {
             processed: rows.batch.processed,
             leftover: rows.leftover,

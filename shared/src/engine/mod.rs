@@ -17,6 +17,7 @@ pub mod progress;
 pub mod run;
 pub mod tick;
 
+pub use exec::PAGE_CONCURRENCY;
 pub use run::{DriveOutcome, process_run, retry_delay};
 pub use tick::{TickOutcome, tick};
 

@@ -50,8 +50,8 @@ pub enum Target {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Cursor {
     pub phase: Phase,
-    /// The listing pass: pages fetched, `total`, and the Golioth ids seen (deduplication, and
-    /// the local-only pass's "not seen" set).
+    /// The listing pass: pages fetched, `total`, distinct and repeated devices. The ids seen
+    /// (deduplication, and the local-only pass's "not seen" set) are in `sync_run_seen`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tracker: Option<ListingTracker>,
     /// The run's tag map (name → id), built once per run and extended by created tags.
@@ -101,16 +101,6 @@ impl Cursor {
                 updated_at: None,
             })
         })))
-    }
-
-    /// The Golioth ids the listing has seen so far.
-    pub fn seen(&self) -> Vec<String> {
-        self.tracker
-            .as_ref()
-            .and_then(|t| serde_json::to_value(t).ok())
-            .and_then(|v| v.get("seen").cloned())
-            .and_then(|v| serde_json::from_value(v).ok())
-            .unwrap_or_default()
     }
 
     /// The small summary stored in the stats for the API.

@@ -167,7 +167,18 @@ pub(crate) async fn drive(
         return out;
     }
 
-    let mut exec = match setup(ctx, &run, &service, owner, now, lease_until, budget).await {
+    let mut exec = match setup(
+        ctx,
+        &run,
+        &service,
+        owner,
+        now,
+        lease_until,
+        deadline,
+        budget,
+    )
+    .await
+    {
         Ok(e) => e,
         Err(EngineError::Config(why)) => {
             // A configuration problem does not go away by waiting.
@@ -236,6 +247,9 @@ pub(crate) async fn drive(
                 "operation": run.operation, "phase": phase.as_str(), "pages": counts.pages,
                 "devices": counts.devices, "local_writes": counts.local_writes,
                 "remote_writes": counts.remote_writes, "conflicts": counts.conflicts,
+                "fetch_ms": counts.fetch_ms, "load_ms": counts.load_ms,
+                "plan_ms": counts.plan_ms, "remote_ms": counts.remote_ms,
+                "commit_ms": counts.commit_ms,
                 "duration_ms": t.elapsed().as_millis() as u64, "outcome": outcome,
             }),
         );
@@ -303,6 +317,7 @@ async fn setup<'c>(
     owner: &str,
     now: DateTime<Utc>,
     lease_until: DateTime<Utc>,
+    deadline: Instant,
     budget: Duration,
 ) -> Result<Exec<'c>, EngineError> {
     let cfg = |e: crate::error::ApiError| {
@@ -356,9 +371,12 @@ async fn setup<'c>(
         } else {
             PAGE_CONCURRENCY
         },
-        seen: None,
+        pending_seen: Vec::new(),
+        deadline,
+        prefetched: None,
     };
     exec.stats.dry_run = dry_run;
+    exec.store_legacy_seen().await?;
     exec.load_tags().await?;
     Ok(exec)
 }

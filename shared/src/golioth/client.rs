@@ -247,7 +247,9 @@ impl From<GoliothError> for Failure {
     }
 }
 
-/// Client for one Golioth project. Cheap to build per run; holds no connection itself.
+/// Client for one Golioth project. Cheap to build per run (and to clone); holds no connection
+/// itself.
+#[derive(Clone)]
 pub struct GoliothClient<'a> {
     http: &'a dyn HttpClient,
     clock: &'a dyn Clock,

@@ -86,7 +86,17 @@ pub struct ListingTracker {
     total_stable: bool,
     per_page_stable: bool,
     first_per_page: Option<u64>,
+    /// The ids seen, in memory only: a persisted tracker (a sync run's cursor) keeps them out of
+    /// itself, in the store, and passes what it knows to [`ListingTracker::record_with`].
+    #[serde(skip)]
     seen: HashSet<GoliothDeviceId>,
+    /// Distinct devices seen in all.
+    #[serde(default)]
+    unique: u64,
+    /// Ids a cursor written before the store kept them (`seen` in the JSON): handed to the store
+    /// once by the engine ([`ListingTracker::take_legacy_seen`]), never written again.
+    #[serde(default, rename = "seen", skip_serializing)]
+    legacy_seen: Vec<GoliothDeviceId>,
     duplicates: u64,
     invalid_entries: u64,
 }
@@ -102,12 +112,23 @@ impl ListingTracker {
 
     /// Record a page and return its devices that were not seen on an earlier page.
     pub fn record(&mut self, page: DevicePage) -> Vec<Device> {
+        self.record_with(page, &|_| false)
+    }
+
+    /// [`ListingTracker::record`] for a tracker whose earlier ids are kept elsewhere:
+    /// `seen_before` says whether an id was seen on a page recorded before this tracker was
+    /// loaded. Ids recorded since are remembered in memory until [`ListingTracker::forget_seen`].
+    pub fn record_with(
+        &mut self,
+        page: DevicePage,
+        seen_before: &dyn Fn(&GoliothDeviceId) -> bool,
+    ) -> Vec<Device> {
         if !self.pages.insert(page.page) {
             // The same page twice (a retried slice): its devices are counted once.
             return page
                 .devices
                 .into_iter()
-                .filter(|d| !self.seen.contains(&d.id))
+                .filter(|d| !self.seen.contains(&d.id) && !seen_before(&d.id))
                 .collect();
         }
         if let Some(total) = page.total {
@@ -130,13 +151,29 @@ impl ListingTracker {
         self.invalid_entries += page.invalid_entries as u64;
         let mut fresh = Vec::with_capacity(page.devices.len());
         for d in page.devices {
-            if self.seen.insert(d.id.clone()) {
+            if !seen_before(&d.id) && self.seen.insert(d.id.clone()) {
+                self.unique += 1;
                 fresh.push(d);
             } else {
                 self.duplicates += 1;
             }
         }
         fresh
+    }
+
+    /// Drop the in-memory ids (once the caller stored them), so memory stays flat however long
+    /// the listing is.
+    pub fn forget_seen(&mut self) {
+        self.seen.clear();
+    }
+
+    /// The ids of a cursor from before the store kept them, once (see `legacy_seen`).
+    pub fn take_legacy_seen(&mut self) -> Vec<GoliothDeviceId> {
+        let ids = std::mem::take(&mut self.legacy_seen);
+        if self.unique == 0 {
+            self.unique = ids.len() as u64;
+        }
+        ids
     }
 
     /// The lowest page still needed, or `None` once every page up to the end has arrived.
@@ -159,7 +196,7 @@ impl ListingTracker {
     }
 
     pub fn summary(&self) -> ListingSummary {
-        let unique = self.seen.len() as u64;
+        let unique = self.unique;
         let total_stable = self.total_stable && self.per_page_stable;
         let counts_match = self.last_total.is_none_or(|t| t == unique);
         ListingSummary {
@@ -282,6 +319,38 @@ mod tests {
         t.record(p);
         assert!(t.is_finished());
         assert!(!t.summary().complete);
+    }
+
+    #[test]
+    fn a_persisted_tracker_keeps_no_ids_and_dedupes_through_its_store() {
+        let mut t = ListingTracker::new();
+        let first = t.record(page(0, 0..10, 20));
+        assert_eq!(first.len(), 10);
+        t.forget_seen();
+        let json = serde_json::to_value(&t).unwrap();
+        assert!(json.get("seen").is_none(), "{json}");
+        let mut back: ListingTracker = serde_json::from_value(json).unwrap();
+        // Page 1 repeats device 9 (a shift); the store knows it was seen.
+        let stored: HashSet<GoliothDeviceId> = first.iter().map(|d| d.id.clone()).collect();
+        let fresh = back.record_with(page(1, 9..19, 20), &|id| stored.contains(id));
+        assert_eq!(fresh.len(), 9);
+        let s = back.summary();
+        assert_eq!((s.unique_devices, s.duplicates), (19, 1));
+        assert!(!s.complete, "19 distinct devices of 20");
+    }
+
+    #[test]
+    fn a_cursor_from_before_keeps_its_seen_ids_until_taken() {
+        let mut t = ListingTracker::new();
+        t.record(page(0, 0..10, 10));
+        let mut json = serde_json::to_value(&t).unwrap();
+        let ids: Vec<String> = (0..10).map(|n| format!("{n:024x}")).collect();
+        json["seen"] = serde_json::json!(ids);
+        json.as_object_mut().unwrap().remove("unique");
+        let mut old: ListingTracker = serde_json::from_value(json).unwrap();
+        assert_eq!(old.take_legacy_seen().len(), 10);
+        assert!(old.take_legacy_seen().is_empty());
+        assert!(old.summary().complete);
     }
 
     #[test]

@@ -203,10 +203,15 @@ pub async fn cancel(
     let rows = db
         .query(
             &format!(
-                "UPDATE sync_runs SET status = 'cancelled', finished_at = $3::text::timestamptz, \
-                     lease_owner = NULL, lease_expires_at = NULL, error = 'cancelled by request' \
-                 WHERE organization_id = $1 AND id = $2 AND status IN ('queued', 'running') \
-                 RETURNING {COLS}"
+                "WITH c AS ( \
+                     UPDATE sync_runs SET status = 'cancelled', \
+                         finished_at = $3::text::timestamptz, lease_owner = NULL, \
+                         lease_expires_at = NULL, error = 'cancelled by request' \
+                     WHERE organization_id = $1 AND id = $2 AND status IN ('queued', 'running') \
+                     RETURNING *), \
+                 s AS (DELETE FROM sync_run_seen WHERE organization_id = $1 \
+                       AND run_id IN (SELECT id FROM c)) \
+                 SELECT {COLS} FROM c AS sync_runs"
             ),
             &[Param::Uuid(org), Param::Uuid(id), ts(now)],
         )
@@ -349,11 +354,18 @@ pub async fn finish(
     error: Option<&str>,
     now: DateTime<Utc>,
 ) -> Result<bool, DbError> {
-    let n = db
-        .execute(
-            "UPDATE sync_runs SET status = $4, stats = $5, error = $6, phase = 'done', \
-                 finished_at = $7::text::timestamptz, lease_owner = NULL, lease_expires_at = NULL \
-             WHERE organization_id = $1 AND id = $2 AND lease_owner = $3 AND status = 'running'",
+    // The listing's seen ids are scratch of the run: they go with it.
+    let rows = db
+        .query(
+            "WITH f AS ( \
+                 UPDATE sync_runs SET status = $4, stats = $5, error = $6, phase = 'done', \
+                     finished_at = $7::text::timestamptz, lease_owner = NULL, \
+                     lease_expires_at = NULL \
+                 WHERE organization_id = $1 AND id = $2 AND lease_owner = $3 AND status = 'running' \
+                 RETURNING id), \
+             s AS (DELETE FROM sync_run_seen WHERE organization_id = $1 \
+                   AND run_id IN (SELECT id FROM f)) \
+             SELECT count(*)::int8 AS n FROM f",
             &lease.with([
                 Param::Text(status.to_owned()),
                 Param::Jsonb(stats.clone()),
@@ -362,6 +374,7 @@ pub async fn finish(
             ]),
         )
         .await?;
+    let n: i64 = rows.first().map(|r| r.get("n")).transpose()?.unwrap_or(0);
     Ok(n == 1)
 }
 

@@ -55,33 +55,41 @@ pub struct MatchKey {
 }
 
 /// The JSON of one local device, its assignment for service `$2` and its pending conflicts
-/// (own ones, and `identity` conflicts naming it as a candidate).
-const LOCAL_JSON: &str = "jsonb_build_object( \
-    'device', jsonb_build_object( \
+/// (own ones, and `identity` conflicts naming it as a candidate). Built as `json` and read as
+/// text: a page load builds hundreds of these, and `json` skips `jsonb`'s binary conversion
+/// (Spin reads text; it cannot read `json` columns).
+const LOCAL_JSON: &str = "json_build_object( \
+    'device', json_build_object( \
         'id', d.id, 'version', d.version, 'updated_at', d.updated_at, 'deleted_at', d.deleted_at, \
-        'desired', jsonb_build_object('name', d.name, 'enabled', d.enabled, \
-            'tags', to_jsonb(d.tags), 'hardware_ids', to_jsonb(d.hardware_ids), \
+        'desired', json_build_object('name', d.name, 'enabled', d.enabled, \
+            'tags', to_json(d.tags), 'hardware_ids', to_json(d.hardware_ids), \
             'blueprint_id', d.blueprint_id, 'cohort_id', d.cohort_id), \
-        'reported', jsonb_build_object('last_seen', d.last_seen, \
+        'reported', json_build_object('last_seen', d.last_seen, \
             'last_seen_online', d.last_seen_online, 'status', d.status, \
             'battery_level', d.battery_level, 'signal_strength', d.signal_strength, \
             'firmware_version', d.firmware_version, 'location', d.location)), \
     'assignment', CASE WHEN a.id IS NULL THEN NULL \
-        ELSE jsonb_build_object('external_id', a.external_device_id, 'base', a.base) END, \
+        ELSE json_build_object('external_id', a.external_device_id, 'base', a.base) END, \
     'sync_status', a.sync_status, 'last_error', a.last_error, \
-    'pending', coalesce((SELECT jsonb_agg(CONFLICT_JSON) FROM device_conflicts c \
+    'pending', coalesce((SELECT json_agg(CONFLICT_JSON) FROM device_conflicts c \
         WHERE c.organization_id = $1 AND c.service_id = $2 AND c.resolution_status = 'pending' \
           AND (c.device_id = d.id OR (c.device_id IS NULL AND c.field_name = 'identity' \
                AND c.local_value @> jsonb_build_array(jsonb_build_object('id', d.id::text))))), \
-        '[]'::jsonb))";
+        '[]'::json))";
 
-const CONFLICT_JSON: &str = "jsonb_build_object('id', c.id, 'device_id', c.device_id, \
+const CONFLICT_JSON: &str = "json_build_object('id', c.id, 'device_id', c.device_id, \
     'external_id', c.external_device_id, 'field', c.field_name, 'kind', c.conflict_type, \
-    'base_value', CASE WHEN c.base_value IS NULL THEN NULL ELSE jsonb_build_array(c.base_value) END, \
-    'local_value', CASE WHEN c.local_value IS NULL THEN NULL ELSE jsonb_build_array(c.local_value) END, \
+    'base_value', CASE WHEN c.base_value IS NULL THEN NULL ELSE json_build_array(c.base_value) END, \
+    'local_value', CASE WHEN c.local_value IS NULL THEN NULL ELSE json_build_array(c.local_value) END, \
     'remote_value', CASE WHEN c.remote_value IS NULL THEN NULL \
-                         ELSE jsonb_build_array(c.remote_value) END, \
+                         ELSE json_build_array(c.remote_value) END, \
     'local_updated_at', c.local_updated_at, 'remote_updated_at', c.remote_updated_at)";
+
+/// The `item` column of a page load (JSON text).
+fn item_json(r: &crate::ports::Row) -> Result<Value, DbError> {
+    let text: String = r.get("item")?;
+    serde_json::from_str(&text).map_err(|e| decode_err("item", e))
+}
 
 fn local_json() -> String {
     LOCAL_JSON.replace("CONFLICT_JSON", CONFLICT_JSON)
@@ -173,10 +181,18 @@ fn uuid_texts(ids: &[Uuid]) -> Param {
 /// Plan this transaction's statements for their actual parameters. A pooled connection keeps
 /// its prepared statements, and a generic plan made while a service had no devices (its first
 /// sync) stays terrible once it has thousands; the page loads are worth a fresh plan each time.
+/// The page's rows are probed by key and sit in cache, so index probes are costed as the cheap
+/// lookups they are (the default `random_page_cost` of 4 made a 400-key page hash-join a
+/// sequential scan of every assignment of the service: 9 ms at 10,000 devices, growing with the
+/// fleet). Both settings end with the transaction.
 async fn custom_plans(db: &dyn Db) -> Result<(), DbError> {
-    db.execute("SET LOCAL plan_cache_mode = force_custom_plan", &[])
-        .await
-        .map(|_| ())
+    db.query(
+        "SELECT set_config('plan_cache_mode', 'force_custom_plan', true), \
+                set_config('random_page_cost', '1.1', true)",
+        &[],
+    )
+    .await
+    .map(|_| ())
 }
 
 /// Load the local side of a page in one query: the candidate devices (see [`PageKeys`]) with
@@ -189,7 +205,11 @@ pub async fn load_page(
     keys: &PageKeys,
 ) -> Result<PageRows, DbError> {
     // Matching candidates are looked up only for Golioth devices not linked yet, so a
-    // resync of a linked fleet never touches the hardware id index.
+    // resync of a linked fleet never touches the hardware id index (`EXISTS (SELECT 1 FROM
+    // free)` is a one-time filter: with every remote linked, the candidate scans never start).
+    // The page's hardware ids and names are also bound as arrays ($6, $7), so the planner sees
+    // them and probes the hardware id (GIN) and name indexes instead of scanning the registry,
+    // which made first syncs quadratic in the fleet size.
     let sql = format!(
         "WITH linked AS ( \
              SELECT a.device_id, a.external_device_id \
@@ -203,21 +223,23 @@ pub async fn load_page(
              SELECT device_id AS id FROM linked \
            UNION \
              SELECT d.id FROM devices d \
-             WHERE d.organization_id = $1 AND d.deleted_at IS NULL \
-               AND d.hardware_ids && ARRAY(SELECT jsonb_array_elements_text(f.k->'hw') FROM free f) \
+             WHERE EXISTS (SELECT 1 FROM free) AND d.organization_id = $1 AND d.deleted_at IS NULL \
+               AND d.hardware_ids && $6::text[] \
+               AND EXISTS (SELECT 1 FROM free f WHERE (f.k->'hw') ?| d.hardware_ids) \
            UNION \
              SELECT d.id FROM devices d \
-             WHERE d.organization_id = $1 AND d.deleted_at IS NULL \
-               AND d.name = ANY(ARRAY(SELECT f.k->>'name' FROM free f WHERE f.k ? 'name')) \
+             WHERE EXISTS (SELECT 1 FROM free) AND d.organization_id = $1 AND d.deleted_at IS NULL \
+               AND d.name = ANY($7::text[]) \
+               AND EXISTS (SELECT 1 FROM free f WHERE f.k->>'name' = d.name) \
            UNION \
              SELECT d.id FROM devices d \
              WHERE d.organization_id = $1 AND d.id = ANY($5::text[]::uuid[])) \
-         SELECT 'local' AS kind, {local} AS item \
+         SELECT 'local' AS kind, ({local})::text AS item \
          FROM cand JOIN devices d ON d.id = cand.id AND d.organization_id = $1 \
          LEFT JOIN device_service_assignments a \
                 ON a.device_id = d.id AND a.service_id = $2 AND a.organization_id = $1 \
          UNION ALL \
-         SELECT 'remote_pending' AS kind, {CONFLICT_JSON} AS item FROM device_conflicts c \
+         SELECT 'remote_pending' AS kind, ({CONFLICT_JSON})::text AS item FROM device_conflicts c \
          WHERE c.organization_id = $1 AND c.service_id = $2 AND c.resolution_status = 'pending' \
            AND c.device_id IS NULL AND c.external_device_id = ANY($3::text[])",
         local = local_json()
@@ -234,13 +256,25 @@ pub async fn load_page(
                 Param::TextArray(keys.external_ids.clone()),
                 Param::Jsonb(match_keys),
                 uuid_texts(&keys.device_ids),
+                Param::TextArray(
+                    keys.match_keys
+                        .iter()
+                        .flat_map(|k| k.hw.iter().cloned())
+                        .collect(),
+                ),
+                Param::TextArray(
+                    keys.match_keys
+                        .iter()
+                        .filter_map(|k| k.name.clone())
+                        .collect(),
+                ),
             ],
         )
         .await?;
     let mut out = PageRows::default();
     for r in &rows {
         let kind: String = r.get("kind")?;
-        let item: Value = r.get("item")?;
+        let item = item_json(r)?;
         if kind == "local" {
             out.locals.push(loaded_from_json(&item)?);
         } else {
@@ -251,21 +285,23 @@ pub async fn load_page(
     Ok(out)
 }
 
-/// The devices assigned to the service that the listing did not see (not linked, or linked to a
-/// Golioth id outside `seen`), in device id order after `after`.
+/// The devices assigned to the service that run `run`'s listing did not see (not linked, or
+/// linked to a Golioth id not in `sync_run_seen`), in device id order after `after`.
 pub async fn load_unseen(
     db: &dyn Db,
     org: Uuid,
     service: Uuid,
-    seen: &[String],
+    run: Uuid,
     after: Option<Uuid>,
     limit: i64,
 ) -> Result<Vec<Loaded>, DbError> {
     let sql = format!(
-        "SELECT {local} AS item \
+        "SELECT ({local})::text AS item \
          FROM device_service_assignments a JOIN devices d ON d.id = a.device_id \
          WHERE a.organization_id = $1 AND a.service_id = $2 \
-           AND (a.external_device_id IS NULL OR NOT (a.external_device_id = ANY($3::text[]))) \
+           AND (a.external_device_id IS NULL OR NOT EXISTS ( \
+               SELECT 1 FROM sync_run_seen s WHERE s.organization_id = $1 AND s.run_id = $3 \
+                 AND s.external_id = a.external_device_id)) \
            AND ($4::text IS NULL OR a.device_id > $4::text::uuid) \
          ORDER BY a.device_id LIMIT $5",
         local = local_json()
@@ -277,20 +313,68 @@ pub async fn load_unseen(
             &[
                 Param::Uuid(org),
                 Param::Uuid(service),
-                Param::TextArray(seen.to_vec()),
+                Param::Uuid(run),
                 after.map(|a| a.to_string()).into(),
                 Param::Int64(limit),
             ],
         )
         .await?;
     rows.iter()
-        .map(|r| loaded_from_json(&r.get::<Value>("item")?))
+        .map(|r| loaded_from_json(&item_json(r)?))
         .collect()
+}
+
+/// Which of `ids` run `run`'s listing recorded on an earlier slice.
+pub async fn seen_before(
+    db: &dyn Db,
+    org: Uuid,
+    run: Uuid,
+    ids: &[String],
+) -> Result<Vec<String>, DbError> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let rows = db
+        .query(
+            "SELECT s.external_id FROM sync_run_seen s \
+             WHERE s.organization_id = $1 AND s.run_id = $2 \
+               AND s.external_id = ANY($3::text[])",
+            &[
+                Param::Uuid(org),
+                Param::Uuid(run),
+                Param::TextArray(ids.to_vec()),
+            ],
+        )
+        .await?;
+    rows.iter().map(|r| r.get("external_id")).collect()
 }
 
 // ---------------------------------------------------------------------------------------------
 // Bulk writes of one slice (all inside the slice's transaction)
 // ---------------------------------------------------------------------------------------------
+
+/// Record the Golioth ids a listing slice saw (one statement; repeats are ignored).
+pub async fn record_seen(
+    db: &dyn Db,
+    org: Uuid,
+    run: Uuid,
+    ids: &[String],
+) -> Result<u64, DbError> {
+    if ids.is_empty() {
+        return Ok(0);
+    }
+    db.execute(
+        "INSERT INTO sync_run_seen (organization_id, run_id, external_id) \
+         SELECT $1, $2, e FROM unnest($3::text[]) AS e \
+         ON CONFLICT DO NOTHING",
+        &[
+            Param::Uuid(org),
+            Param::Uuid(run),
+            Param::TextArray(ids.to_vec()),
+        ],
+    )
+    .await
+}
 
 /// Insert devices created from Golioth. Each row: `{id, name, enabled, tags, hardware_ids,
 /// blueprint_id, cohort_id, status, last_seen, last_seen_online, battery_level, signal_strength,
