@@ -936,3 +936,65 @@ async fn oversized_unsupported_and_malformed_bodies_leave_only_a_rejection() {
     assert_eq!(env.count("SELECT count(*) FROM sync_runs").await, 0);
     assert_eq!(env.state(local).await, before, "the device is untouched");
 }
+
+/// The organizations whose services `tx` can see.
+async fn visible_orgs(tx: &dyn shared::ports::Db) -> Result<Vec<String>, shared::ports::DbError> {
+    let rows = tx
+        .query(
+            "SELECT organization_id::text AS org FROM device_services",
+            &[],
+        )
+        .await?;
+    rows.iter().map(|r| r.get::<String>("org")).collect()
+}
+
+/// The webhook's first statement (`gs_webhook_service`, as the application role) reads the one
+/// service and scopes its transaction to the service's organization: inside a transaction until
+/// its end, alone only for the statement. An unknown service leaves no organization set.
+#[tokio::test]
+async fn the_service_lookup_scopes_the_transaction_to_the_services_organization() {
+    use shared::ports::{DbError, transaction};
+    use shared::store::webhooks;
+    let e = Env::new().await;
+    let svc = e.service(json!({}), SECRET).await;
+    let other_org = e.app.seed_org("elsewhere").await;
+    let other_svc = Uuid::new_v4();
+    e.app
+        .admin()
+        .await
+        .execute(
+            "INSERT INTO device_services (id, organization_id, name) VALUES ($1, $2, 'other')",
+            &[&other_svc, &other_org],
+        )
+        .await
+        .unwrap();
+    let pool = shared::native::PgPool::new(&e.app.app_db_url, 1).unwrap();
+    let db = pool.lazy();
+    for (id, org) in [
+        (svc, Some(e.org)),
+        (other_svc, Some(other_org)),
+        (Uuid::new_v4(), None),
+    ] {
+        let (found, seen) = transaction(&db, |tx| {
+            Box::pin(async move {
+                let found = webhooks::service(tx, id).await?;
+                Ok::<_, DbError>((found, visible_orgs(tx).await?))
+            })
+        })
+        .await
+        .unwrap();
+        assert_eq!(found.as_ref().map(|s| s.org_id), org);
+        let expected: Vec<String> = org.iter().map(Uuid::to_string).collect();
+        assert_eq!(seen, expected, "visible in the transaction");
+        // Alone, the statement's scope ends with it.
+        let found = webhooks::service(&db, id).await.unwrap();
+        assert_eq!(found.map(|s| s.org_id), org);
+        assert!(
+            visible_orgs(&db).await.unwrap().is_empty(),
+            "nothing left set"
+        );
+    }
+    let found = webhooks::service(&db, svc).await.unwrap().unwrap();
+    assert!(found.is_active && found.credentials.is_some());
+    assert_eq!(found.config["project_id"], PROJECT);
+}

@@ -1,5 +1,5 @@
 //! POST /webhooks/golioth/:service_id: authenticated, idempotent, order-safe Pipeline ingestion.
-//! The rules live in `crate::webhook` (pure) and `store::webhooks` (one transaction); this maps
+//! The rules live in `crate::webhook` (pure) and `store::webhooks` (two statements); this maps
 //! the outcome to HTTP:
 //! - 200 `{"status": "processed" | "unmatched", "delivery_id", "refresh_queued"}`;
 //! - 200 `{"status": "duplicate"}` for a key already stored (nothing changes);
@@ -7,6 +7,7 @@
 //!   413, 415, 400 as `application/problem+json`.
 
 use http::StatusCode;
+use serde::Deserialize;
 use serde_json::json;
 use uuid::Uuid;
 
@@ -58,16 +59,16 @@ pub async fn receive(req: &Request, params: &Params, ctx: &Ctx<'_>) -> ApiResult
         });
     };
     let ring = keyring(ctx)?;
-    let outcome = webhooks::with_service(ctx.db, service, |tx, svc| {
-        Box::pin(async move {
-            let Some(svc) = svc else {
-                return Ok::<_, ApiError>(Outcome::UnknownService);
-            };
+    // Two statements, each its own transaction (see `store::webhooks`): read the service, then
+    // (authenticated in memory) store and apply the delivery, or file its rejection.
+    let outcome = match webhooks::service(ctx.db, service).await? {
+        None => Outcome::UnknownService,
+        Some(svc) => {
             let verdict = if !svc.is_active {
                 Err(Rejection::Inactive)
             } else {
-                let config: ServiceConfig =
-                    serde_json::from_value(svc.config.clone()).map_err(ApiError::internal)?;
+                // Deserialized from the borrowed value: no copy of the whole config.
+                let config = ServiceConfig::deserialize(&svc.config).map_err(ApiError::internal)?;
                 let creds = match &svc.credentials {
                     None => Credentials::default(),
                     Some(bytes) => Credentials::open(&ring, svc.org_id, service, bytes)
@@ -85,10 +86,13 @@ pub async fn receive(req: &Request, params: &Params, ctx: &Ctx<'_>) -> ApiResult
                 wh::plan(&target, req.headers(), req.body(), received)
             };
             match verdict {
-                Ok(plan) => {
-                    let done = webhooks::ingest(tx, svc.org_id, service, &plan).await?;
-                    Ok(Outcome::Ingested(done))
-                }
+                Ok(plan) => match webhooks::ingest(ctx.db, svc.org_id, service, &plan).await {
+                    Ok(done) => Outcome::Ingested(done),
+                    // The service was deleted between the two statements (a foreign key
+                    // violation): answered as if it had never existed.
+                    Err(e) if e.sqlstate() == Some("23503") => Outcome::UnknownService,
+                    Err(e) => return Err(e.into()),
+                },
                 Err(rejection) => {
                     let content_type = rejection
                         .authenticated()
@@ -104,17 +108,16 @@ pub async fn receive(req: &Request, params: &Params, ctx: &Ctx<'_>) -> ApiResult
                         reason: rejection.to_string(),
                         content_type,
                     };
-                    webhooks::insert_rejected(tx, svc.org_id, service, &record).await?;
+                    webhooks::insert_rejected(ctx.db, svc.org_id, service, &record).await?;
                     crate::log::warn(
                         "webhook delivery rejected",
                         json!({"service_id": service, "reason": record.reason}),
                     );
-                    Ok(Outcome::Rejected(rejection))
+                    Outcome::Rejected(rejection)
                 }
             }
-        })
-    })
-    .await?;
+        }
+    };
     match outcome {
         Outcome::UnknownService if too_large => {
             Err(rejection_error(&Rejection::TooLarge(req.body().len())))
