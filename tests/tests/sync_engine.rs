@@ -145,6 +145,61 @@ async fn bidirectional_on_0_1_and_250_devices_converges_then_writes_nothing() {
     }
 }
 
+/// A first sync links devices that exist on both sides by hardware id (the page load's
+/// hardware-id lookup, `gs_devices_with_hardware_ids`), never creating a duplicate; a Golioth
+/// device whose hardware id two local devices hold becomes an identity conflict instead.
+#[tokio::test]
+async fn a_first_sync_links_by_hardware_id_and_never_duplicates_an_ambiguous_device() {
+    let e = env().await;
+    let svc = e.service("twins", json!({})).await;
+    e.seed_remote(&svc, "twin", 150);
+    e.seed_local(&svc, "twin", 150).await;
+    // One Golioth device whose hardware id two local devices share.
+    e.seed_remote(&svc, "amb", 1);
+    e.seed_local(&svc, "amb", 1).await;
+    let db = e.app.admin().await;
+    db.execute(
+        "INSERT INTO devices (organization_id, name, hardware_ids) \
+         VALUES ($1, 'amb-copy', ARRAY['hw-amb-000000'])",
+        &[&e.org],
+    )
+    .await
+    .unwrap();
+    let v = e
+        .sync_done(&svc, json!({"operation": "bidirectional"}))
+        .await;
+    assert_eq!(v["summary"]["created_local"], 0, "{v}");
+    assert_eq!(v["summary"]["created_remote"], 0, "{v}");
+    assert_eq!(v["summary"]["conflicts"], 1, "{v}");
+    assert_eq!(e.sim.device_count(&svc.project), 151);
+    let local = e.local_state(&svc).await;
+    assert_eq!(local.len(), 153, "no local device was created");
+    for (name, l) in local.iter().filter(|(n, _)| n.starts_with("twin-")) {
+        assert_eq!(l["linked_to"], json!(name), "{name}: {l}");
+        assert_eq!(l["has_base"], true, "{name}");
+    }
+    for name in ["amb-000000", "amb-copy"] {
+        assert_eq!(local[name]["linked"], false, "{name}: {}", local[name]);
+    }
+    let pending: i64 = db
+        .query_one(
+            "SELECT count(*) FROM device_conflicts WHERE service_id = $1 \
+               AND conflict_type = 'identity' AND resolution_status = 'pending'",
+            &[&svc.id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(pending, 1);
+    // Planning again changes nothing: the ambiguity stays one pending conflict.
+    let v = e
+        .sync_done(&svc, json!({"operation": "bidirectional"}))
+        .await;
+    assert_eq!(v["summary"]["created_local"], 0, "{v}");
+    assert_eq!(v["summary"]["created_remote"], 0, "{v}");
+    assert_eq!(e.sim.device_count(&svc.project), 151);
+}
+
 #[tokio::test]
 async fn edits_flow_both_ways_and_concurrent_edits_become_conflicts() {
     let e = env().await;

@@ -171,8 +171,13 @@ pub(crate) struct Exec<'c> {
     /// When this request's budget ends (a window is fetched ahead only with time to use it).
     pub deadline: Instant,
     /// The listing window fetched while the previous one was planned and written.
-    pub prefetched: Option<(Range<u32>, Vec<(u32, Result<DevicePage, GoliothError>)>)>,
+    pub prefetched: Option<(Range<u32>, Vec<PageResult>)>,
+    /// [`Exec::inserted`] when this executor last analyzed (0: not yet).
+    pub analyzed_at: u64,
 }
+
+/// One fetched listing page: its number and what Golioth answered.
+pub type PageResult = (u32, Result<DevicePage, GoliothError>);
 
 /// Fetch the next listing window ahead only when at least this much budget is left, so a
 /// request that is about to stop does not fetch pages the next one fetches again.
@@ -344,9 +349,8 @@ impl<'c> Exec<'c> {
             self.close_listing();
         }
         let remotes = self.convert(&fresh).await?;
-        let ahead = if finished || self.fetch_window <= 1 {
-            None
-        } else if self.deadline.saturating_duration_since(Instant::now()) < PREFETCH_MIN_BUDGET {
+        let budget_left = self.deadline.saturating_duration_since(Instant::now());
+        let ahead = if finished || self.fetch_window <= 1 || budget_left < PREFETCH_MIN_BUDGET {
             None
         } else {
             self.next_window()
@@ -366,7 +370,31 @@ impl<'c> Exec<'c> {
         };
         counts.pages = n;
         counts.fetch_ms += fetch_ms;
+        self.analyze_if_grown().await?;
         Ok(counts)
+    }
+
+    /// Rows this run inserted so far (local devices, links, seen ids): what makes the planner's
+    /// statistics stale during a first sync.
+    fn inserted(&self) -> u64 {
+        self.stats.created_local + self.stats.linked + self.stats.processed
+    }
+
+    /// Analyze the tables a sync fills once its inserts pass 5,000 · 2^k rows (see
+    /// `store::sync::analyze_sync_tables`): O(log n) times per run, never in a dry run.
+    async fn analyze_if_grown(&mut self) -> Result<(), EngineError> {
+        const FIRST: u64 = 5_000;
+        let now = self.inserted();
+        if self.dry_run || now < FIRST || now < self.analyzed_at.saturating_mul(2) {
+            return Ok(());
+        }
+        if self.stats.created_local + self.stats.linked == 0 {
+            // A resync inserts nothing but seen ids; the tables' statistics are as good as before.
+            return Ok(());
+        }
+        self.analyzed_at = now.max(FIRST);
+        store::sync::analyze_sync_tables(self.ctx.db).await?;
+        Ok(())
     }
 
     /// The listing has no pages left: go on to the local-only pass if it was complete.

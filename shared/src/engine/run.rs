@@ -310,6 +310,7 @@ async fn stop(
     out.clone()
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn setup<'c>(
     ctx: &'c Ctx<'c>,
     run: &RunRow,
@@ -374,6 +375,7 @@ async fn setup<'c>(
         pending_seen: Vec::new(),
         deadline,
         prefetched: None,
+        analyzed_at: 0,
     };
     exec.stats.dry_run = dry_run;
     exec.store_legacy_seen().await?;

@@ -181,14 +181,18 @@ fn uuid_texts(ids: &[Uuid]) -> Param {
 /// Plan this transaction's statements for their actual parameters. A pooled connection keeps
 /// its prepared statements, and a generic plan made while a service had no devices (its first
 /// sync) stays terrible once it has thousands; the page loads are worth a fresh plan each time.
-/// The page's rows are probed by key and sit in cache, so index probes are costed as the cheap
-/// lookups they are (the default `random_page_cost` of 4 made a 400-key page hash-join a
-/// sequential scan of every assignment of the service: 9 ms at 10,000 devices, growing with the
-/// fleet). Both settings end with the transaction.
+/// A page load is a key lookup by design (a few hundred Golioth ids, device ids, hardware ids):
+/// its cost must not grow with the fleet. With the default costs, and with statistics that lag
+/// behind a table a first sync is filling, the planner hash-joined pages against sequential
+/// scans of every assignment and device of the organization — 9 ms per page at 10,000 devices
+/// and 550 ms at 100,000, which made a first sync quadratic. So these transactions cost index
+/// probes as the cached lookups they are and take a sequential scan only when no index applies.
+/// All settings end with the transaction, which holds nothing but the load.
 async fn custom_plans(db: &dyn Db) -> Result<(), DbError> {
     db.query(
         "SELECT set_config('plan_cache_mode', 'force_custom_plan', true), \
-                set_config('random_page_cost', '1.1', true)",
+                set_config('random_page_cost', '1.1', true), \
+                set_config('enable_seqscan', 'off', true)",
         &[],
     )
     .await
@@ -207,9 +211,10 @@ pub async fn load_page(
     // Matching candidates are looked up only for Golioth devices not linked yet, so a
     // resync of a linked fleet never touches the hardware id index (`EXISTS (SELECT 1 FROM
     // free)` is a one-time filter: with every remote linked, the candidate scans never start).
-    // The page's hardware ids and names are also bound as arrays ($6, $7), so the planner sees
-    // them and probes the hardware id (GIN) and name indexes instead of scanning the registry,
-    // which made first syncs quadratic in the fleet size.
+    // The page's hardware ids and names are also bound as arrays ($6, $7): names probe the name
+    // index; hardware ids go through `gs_devices_with_hardware_ids` (migration 0006), because
+    // under row level security the GIN index cannot serve `&&` (not LEAKPROOF) and the scan of
+    // the whole registry it fell back to made first syncs quadratic in the fleet size.
     let sql = format!(
         "WITH linked AS ( \
              SELECT a.device_id, a.external_device_id \
@@ -222,9 +227,9 @@ pub async fn load_page(
          cand AS ( \
              SELECT device_id AS id FROM linked \
            UNION \
-             SELECT d.id FROM devices d \
-             WHERE EXISTS (SELECT 1 FROM free) AND d.organization_id = $1 AND d.deleted_at IS NULL \
-               AND d.hardware_ids && $6::text[] \
+             SELECT h.id FROM gs_devices_with_hardware_ids($6::text[]) AS h(id) \
+             JOIN devices d ON d.id = h.id AND d.organization_id = $1 \
+             WHERE EXISTS (SELECT 1 FROM free) \
                AND EXISTS (SELECT 1 FROM free f WHERE (f.k->'hw') ?| d.hardware_ids) \
            UNION \
              SELECT d.id FROM devices d \
@@ -352,6 +357,14 @@ pub async fn seen_before(
 // ---------------------------------------------------------------------------------------------
 // Bulk writes of one slice (all inside the slice's transaction)
 // ---------------------------------------------------------------------------------------------
+
+/// Refresh the planner's statistics of the tables a sync fills (`gs_analyze_sync_tables`, see
+/// migration 0006). Outside any transaction of the caller.
+pub async fn analyze_sync_tables(db: &dyn Db) -> Result<(), DbError> {
+    db.query("SELECT gs_analyze_sync_tables()::text AS done", &[])
+        .await
+        .map(|_| ())
+}
 
 /// Record the Golioth ids a listing slice saw (one statement; repeats are ignored).
 pub async fn record_seen(
