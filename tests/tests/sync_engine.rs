@@ -170,10 +170,18 @@ async fn a_first_sync_links_by_hardware_id_and_never_duplicates_an_ambiguous_dev
         .await;
     assert_eq!(v["summary"]["created_local"], 0, "{v}");
     assert_eq!(v["summary"]["created_remote"], 0, "{v}");
-    assert_eq!(v["summary"]["conflicts"], 1, "{v}");
+    // The linked twins differ in `enabled` for some devices (first-sync mismatches under the
+    // manual policy); exactly one conflict is about identity.
+    let identity = v["details"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["conflict_type"] == "identity")
+        .count();
+    assert_eq!(identity, 1, "{v}");
     assert_eq!(e.sim.device_count(&svc.project), 151);
     let local = e.local_state(&svc).await;
-    assert_eq!(local.len(), 153, "no local device was created");
+    assert_eq!(local.len(), 152, "no local device was created");
     for (name, l) in local.iter().filter(|(n, _)| n.starts_with("twin-")) {
         assert_eq!(l["linked_to"], json!(name), "{name}: {l}");
         assert_eq!(l["has_base"], true, "{name}");

@@ -718,7 +718,8 @@ async fn a_thousand_concurrent_copies_make_one_telemetry_row() {
         Utc::now(),
     );
     let copies = vec![d; 1000];
-    let outs = pipe.deliver_all(&copies, 64).await;
+    // All 1,000 in flight at once (one connection each).
+    let outs = pipe.deliver_all(&copies, copies.len()).await;
     let mut processed = 0;
     let mut duplicate = 0;
     for o in &outs {
