@@ -35,7 +35,7 @@ impl Default for BenchOptions {
         BenchOptions {
             latency_ms: 50,
             sizes: vec![1_000, 10_000, 100_000],
-            webhook_rate: 2_500,
+            webhook_rate: 2_000,
             webhook_seconds: 10,
             skip: Vec::new(),
         }
