@@ -112,6 +112,16 @@ pub async fn fresh_database() -> Result<(PgServer, String)> {
     Ok((server, name))
 }
 
+/// The first column of every row of `sql` (no parameters), as text: for catalog checks.
+pub async fn texts(db: &tokio_postgres::Client, sql: &str) -> Vec<String> {
+    db.query(sql, &[])
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
 /// Drop a test database, disconnecting whoever is still on it.
 pub fn drop_database(admin_url: &str, name: &str) {
     let admin_url = admin_url.to_owned();

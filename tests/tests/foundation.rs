@@ -231,19 +231,14 @@ async fn every_tenant_table_is_indexed_by_organization() {
     ];
     // The list is every table with an organization_id (partitions of the sync log aside), so
     // a new tenant table cannot skip this check.
-    let mut found: Vec<String> = db
-        .query(
-            "SELECT c.table_name::text FROM information_schema.columns c \
-             JOIN pg_class k ON k.relname = c.table_name AND NOT k.relispartition \
-             JOIN pg_namespace n ON n.oid = k.relnamespace AND n.nspname = 'public' \
-             WHERE c.table_schema = 'public' AND c.column_name = 'organization_id'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let mut found = harness::texts(
+        &db,
+        "SELECT c.table_name::text FROM information_schema.columns c \
+         JOIN pg_class k ON k.relname = c.table_name AND NOT k.relispartition \
+         JOIN pg_namespace n ON n.oid = k.relnamespace AND n.nspname = 'public' \
+         WHERE c.table_schema = 'public' AND c.column_name = 'organization_id'",
+    )
+    .await;
     found.sort();
     let mut listed: Vec<String> = tables.iter().map(|t| t.to_string()).collect();
     listed.sort();

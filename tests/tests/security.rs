@@ -147,18 +147,13 @@ async fn the_app_role_owns_nothing_and_cannot_bypass_rls() {
         .unwrap()
         .get(0);
     assert_eq!(owned, 0);
-    let forced: Vec<String> = db
-        .query(
-            "SELECT relname::text FROM pg_class WHERE relnamespace = 'public'::regnamespace \
-             AND relkind IN ('r','p') AND relname <> '_sqlx_migrations' AND relname NOT LIKE 'golioth_sync_log_%' \
-             AND NOT (relrowsecurity AND relforcerowsecurity)",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let forced = harness::texts(
+        &db,
+        "SELECT relname::text FROM pg_class WHERE relnamespace = 'public'::regnamespace \
+         AND relkind IN ('r','p') AND relname <> '_sqlx_migrations' AND relname NOT LIKE 'golioth_sync_log_%' \
+         AND NOT (relrowsecurity AND relforcerowsecurity)",
+    )
+    .await;
     assert!(forced.is_empty(), "tables without forced RLS: {forced:?}");
     // The app role cannot create tables or change the schema.
     let pool = shared::native::PgPool::new(&app.app_db_url, 1).unwrap();

@@ -403,18 +403,13 @@ async fn housekeeping_keeps_partitions_ahead_marks_stale_devices_offline_and_pru
     assert!(out.errors.is_empty(), "{out:?}");
     assert_eq!(out.partitions_created, 3, "{out:?}");
     assert!(out.partitions_dropped >= 3, "{out:?}");
-    let parts: Vec<String> = db
-        .query(
-            "SELECT c.relname::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid \
-             JOIN pg_class p ON p.oid = i.inhparent WHERE p.relname = 'golioth_sync_log' \
-             ORDER BY 1",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let parts = harness::texts(
+        &db,
+        "SELECT c.relname::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid \
+         JOIN pg_class p ON p.oid = i.inhparent WHERE p.relname = 'golioth_sync_log' \
+         ORDER BY 1",
+    )
+    .await;
     let month = |d: DateTime<Utc>| format!("golioth_sync_log_y{}", d.format("%Ym%m"));
     assert!(parts.contains(&month(later)), "{parts:?}");
     assert!(!parts.contains(&month(t)), "{parts:?}");

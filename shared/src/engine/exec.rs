@@ -172,7 +172,7 @@ pub(crate) struct Exec<'c> {
     pub deadline: Instant,
     /// The listing window fetched while the previous one was planned and written.
     pub prefetched: Option<(Range<u32>, Vec<PageResult>)>,
-    /// [`Exec::inserted`] when this executor last analyzed (0: not yet).
+    /// The run's inserted rows when this executor last analyzed (0: not yet).
     pub analyzed_at: u64,
 }
 
@@ -374,25 +374,18 @@ impl<'c> Exec<'c> {
         Ok(counts)
     }
 
-    /// Rows this run inserted so far (local devices, links, seen ids): what makes the planner's
-    /// statistics stale during a first sync.
-    fn inserted(&self) -> u64 {
-        self.stats.created_local + self.stats.linked + self.stats.processed
-    }
-
-    /// Analyze the tables a sync fills once its inserts pass 5,000 · 2^k rows (see
-    /// `store::sync::analyze_sync_tables`): O(log n) times per run, never in a dry run.
+    /// Analyze the tables a sync fills once its inserts (local devices, links, seen ids) pass
+    /// 5,000 · 2^k rows (see `store::sync::analyze_sync_tables`): O(log n) times per run. Never
+    /// in a dry run, nor in a resync, which creates and links nothing and leaves the tables'
+    /// statistics as good as they were.
     async fn analyze_if_grown(&mut self) -> Result<(), EngineError> {
         const FIRST: u64 = 5_000;
-        let now = self.inserted();
-        if self.dry_run || now < FIRST || now < self.analyzed_at.saturating_mul(2) {
+        let grown = self.stats.created_local + self.stats.linked;
+        let inserted = grown + self.stats.processed;
+        if self.dry_run || grown == 0 || inserted < FIRST.max(self.analyzed_at.saturating_mul(2)) {
             return Ok(());
         }
-        if self.stats.created_local + self.stats.linked == 0 {
-            // A resync inserts nothing but seen ids; the tables' statistics are as good as before.
-            return Ok(());
-        }
-        self.analyzed_at = now.max(FIRST);
+        self.analyzed_at = inserted;
         store::sync::analyze_sync_tables(self.ctx.db).await?;
         Ok(())
     }
