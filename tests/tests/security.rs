@@ -1,6 +1,7 @@
 //! Security properties the database and the crypto enforce: row level security binds the
 //! application role even without a WHERE clause, the role cannot bypass it, and credential keys
-//! rotate (new key encrypts, old key still decrypts, rotation re-encrypts everything).
+//! rotate (new key encrypts, old key still decrypts, rotation re-encrypts everything), and no
+//! row can point at another organization's device, service or run (migration 0007).
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -58,6 +59,104 @@ async fn seed_everything(app: &TestApp, org: Uuid) {
     ))
     .await
     .unwrap();
+}
+
+/// Every child row references its device, service or run together with its own organization
+/// (migration 0007), so even the owner role, which bypasses row level security, cannot file a
+/// row of organization A that points at B's device, service or run; the same rows within one
+/// organization are accepted, and deleting the organization removes all of them.
+#[tokio::test]
+async fn no_row_points_into_another_organization() {
+    let app = spawn_app().await;
+    let (a, b) = (app.seed_org("a").await, app.seed_org("b").await);
+    seed_everything(&app, a).await;
+    seed_everything(&app, b).await;
+    let db = app.admin().await;
+    let one = |sql: &'static str, org: Uuid| {
+        let db = &db;
+        async move {
+            let r = db.query_one(sql, &[&org]).await.unwrap();
+            r.get::<_, Uuid>(0)
+        }
+    };
+    let device_b = one("SELECT id FROM devices WHERE organization_id = $1", b).await;
+    let service_b = one(
+        "SELECT id FROM device_services WHERE organization_id = $1",
+        b,
+    )
+    .await;
+    let run_b = one("SELECT id FROM sync_runs WHERE organization_id = $1", b).await;
+    let device_a = one("SELECT id FROM devices WHERE organization_id = $1", a).await;
+    let service_a = one(
+        "SELECT id FROM device_services WHERE organization_id = $1",
+        a,
+    )
+    .await;
+    let cross = [
+        format!(
+            "INSERT INTO device_service_assignments (organization_id, device_id, service_id) VALUES ('{a}', '{device_b}', '{service_a}')"
+        ),
+        format!(
+            "INSERT INTO device_service_assignments (organization_id, device_id, service_id) VALUES ('{a}', '{device_a}', '{service_b}')"
+        ),
+        format!(
+            "INSERT INTO sync_runs (organization_id, service_id, operation, params) VALUES ('{a}', '{service_b}', 'device_refresh', '{{\"device_id\": \"cross\"}}')"
+        ),
+        format!(
+            "INSERT INTO sync_run_seen (organization_id, run_id, external_id) VALUES ('{a}', '{run_b}', 'x')"
+        ),
+        format!(
+            "INSERT INTO device_conflicts (organization_id, service_id, device_id, field_name, conflict_type) VALUES ('{a}', '{service_a}', '{device_b}', 'name', 'concurrent_modification')"
+        ),
+        format!(
+            "INSERT INTO device_conflicts (organization_id, service_id, field_name, conflict_type) VALUES ('{a}', '{service_b}', 'name', 'concurrent_modification')"
+        ),
+        format!(
+            "INSERT INTO webhook_deliveries (organization_id, service_id, delivery_key, status) VALUES ('{a}', '{service_b}', 'cross', 'processed')"
+        ),
+        format!(
+            "INSERT INTO device_telemetry (organization_id, device_id, service_id, path, recorded_at, data) VALUES ('{a}', '{device_b}', '{service_a}', 'p', now(), '{{}}')"
+        ),
+        format!(
+            "INSERT INTO device_telemetry (organization_id, device_id, service_id, path, recorded_at, data) VALUES ('{a}', '{device_a}', '{service_b}', 'p', now(), '{{}}')"
+        ),
+    ];
+    for sql in &cross {
+        let err = db.batch_execute(sql).await.expect_err(sql);
+        assert_eq!(err.code().map(|c| c.code()), Some("23503"), "{sql}: {err}");
+    }
+    // The same shapes inside one organization are fine (seed_everything made one of each).
+    db.batch_execute(&format!(
+        "INSERT INTO webhook_deliveries (organization_id, service_id, delivery_key, status) VALUES ('{a}', '{service_a}', 'own', 'processed');
+         INSERT INTO device_telemetry (organization_id, device_id, service_id, path, recorded_at, data) VALUES ('{a}', '{device_a}', '{service_a}', 'p', now(), '{{}}')"
+    ))
+    .await
+    .unwrap();
+    db.execute("DELETE FROM organizations WHERE id = $1", &[&a])
+        .await
+        .unwrap();
+    // The audit trail has no foreign keys on purpose (0001: no log row is ever rejected), so it
+    // outlives what it describes.
+    for table in TENANT_TABLES.iter().filter(|t| **t != "golioth_sync_log") {
+        let left: i64 = db
+            .query_one(
+                &format!("SELECT count(*) FROM {table} WHERE organization_id = $1"),
+                &[&a],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(left, 0, "{table} kept rows of a deleted organization");
+        let kept: i64 = db
+            .query_one(
+                &format!("SELECT count(*) FROM {table} WHERE organization_id = $1"),
+                &[&b],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert!(kept > 0, "{table} lost the other organization's rows");
+    }
 }
 
 /// The same queries run as the application role WITHOUT an organization filter return only the

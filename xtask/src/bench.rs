@@ -26,6 +26,9 @@ pub struct BenchOptions {
     pub sizes: Vec<usize>,
     pub webhook_rate: u64,
     pub webhook_seconds: u64,
+    /// Seconds of the same load sent before the measured window and left out of it (the host's
+    /// connection pool fills and its statements are prepared meanwhile).
+    pub webhook_warmup: u64,
     /// Scenarios left out (`--skip baseline,webhook`), for quicker profiling runs.
     pub skip: Vec<String>,
 }
@@ -37,6 +40,7 @@ impl Default for BenchOptions {
             sizes: vec![1_000, 10_000, 100_000],
             webhook_rate: 2_000,
             webhook_seconds: 10,
+            webhook_warmup: 2,
             skip: Vec::new(),
         }
     }
@@ -58,6 +62,7 @@ impl BenchOptions {
                 }
                 "--webhook-rate" => o.webhook_rate = next()?.parse()?,
                 "--webhook-seconds" => o.webhook_seconds = next()?.parse()?,
+                "--webhook-warmup" => o.webhook_warmup = next()?.parse()?,
                 "--skip" => o.skip = next()?.split(',').map(|s| s.trim().to_owned()).collect(),
                 other => bail!("unknown bench option {other}"),
             }
@@ -164,6 +169,22 @@ struct Bench {
     sim: SimulatorHandle,
     http: reqwest::Client,
     rows: Vec<Value>,
+    /// `/proc/stat` CPU counters when the previous row was written (see [`cpu_times`]).
+    cpu_mark: Option<(u64, u64)>,
+}
+
+/// All CPU time and the part of it stolen by the hypervisor (`/proc/stat`, clock ticks), or
+/// `None` where that file does not exist. On a shared virtual machine stolen time slows every
+/// scenario; each row reports how much of its interval was stolen so a slow run says why.
+fn cpu_times() -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = stat.lines().next()?;
+    let v: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    Some((v.iter().take(8).sum(), *v.get(7)?))
 }
 
 fn mint(user: Uuid) -> Result<String> {
@@ -290,7 +311,15 @@ impl Bench {
         Ok(ms)
     }
 
-    fn row(&mut self, v: Value) {
+    fn row(&mut self, mut v: Value) {
+        let now = cpu_times();
+        if let (Some((t0, s0)), Some((t1, s1))) = (self.cpu_mark, now)
+            && t1 > t0
+        {
+            v["cpu_steal_pct"] =
+                json!(((s1 - s0) as f64 * 1000.0 / (t1 - t0) as f64).round() / 10.0);
+        }
+        self.cpu_mark = now;
         println!("{v}");
         self.rows.push(v);
     }
@@ -499,6 +528,7 @@ async fn webhooks(b: &mut Bench, org: Uuid, svc: Uuid) -> Result<()> {
         ])
         .args(["--rate", &b.opts.webhook_rate.to_string()])
         .args(["--seconds", &b.opts.webhook_seconds.to_string()])
+        .args(["--warmup", &b.opts.webhook_warmup.to_string()])
         .args(["--devices", &ids_file.to_string_lossy()])
         .args(["--header", &format!("x-webhook-token:{WEBHOOK_SECRET}")])
         .args(["--project", "bench10000"])
@@ -515,7 +545,8 @@ async fn webhooks(b: &mut Bench, org: Uuid, svc: Uuid) -> Result<()> {
     b.row(json!({
         "scenario": format!("webhook ingestion at {} deliveries/s offered", b.opts.webhook_rate),
         "delivered_per_s": v["achieved_per_s"], "p50_ms": v["p50_ms"], "p99_ms": v["p99_ms"],
-        "errors": v["errors"], "sent": v["sent"], "db_statements": statements,
+        "errors": v["errors"], "sent": v["sent"], "warmup_sent": v["warmup_sent"],
+        "db_statements": statements,
         "peak_rss_mib": peak / 1024,
     }));
     Ok(())
@@ -537,6 +568,7 @@ fn print_table(rows: &[Value]) {
             "p50_ms",
             "p99_ms",
             "errors",
+            "cpu_steal_pct",
         ]
         .iter()
         .filter(|k| !r[**k].is_null())
@@ -647,6 +679,7 @@ pub fn run(args: &[String], root: &std::path::Path, target: &std::path::Path) ->
                 .timeout(Duration::from_secs(120))
                 .build()?,
             rows: Vec::new(),
+            cpu_mark: cpu_times(),
         };
         if let Some((org, jwt, svc, ours_ms)) = first_syncs(&mut b).await? {
             let skip = b.opts.skip.clone();
@@ -710,6 +743,7 @@ pub fn loadgen(args: &[String]) -> Result<()> {
     let url = get("--url")?;
     let rate: u64 = get("--rate")?.parse()?;
     let seconds: u64 = get("--seconds")?.parse()?;
+    let warmup: u64 = get("--warmup").map_or(Ok(0), |w| w.parse())?;
     let devices: Vec<String> = std::fs::read_to_string(get("--devices")?)?
         .lines()
         .map(str::to_owned)
@@ -730,8 +764,11 @@ pub fn loadgen(args: &[String]) -> Result<()> {
             .pool_max_idle_per_host(512)
             .timeout(Duration::from_secs(10))
             .build()?;
-        let total = rate * seconds;
+        // The first `warmup` seconds are sent at the same rate and left out of every number.
+        let skipped = rate * warmup;
+        let total = skipped + rate * seconds;
         let started = tokio::time::Instant::now();
+        let measured_from = started + Duration::from_secs(warmup);
         let mut tasks = Vec::with_capacity(total as usize);
         for i in 0..total {
             let at = started + Duration::from_nanos(i * 1_000_000_000 / rate);
@@ -741,7 +778,9 @@ pub fn loadgen(args: &[String]) -> Result<()> {
             let device = devices[(i as usize) % devices.len()].clone();
             let (hk, hv, project, run) = (hk.clone(), hv.clone(), project.clone(), run.clone());
             tasks.push(tokio::spawn(async move {
-                let sent = Instant::now();
+                // Latency counts from the scheduled send time, so a load generator running late
+                // cannot hide queueing (no coordinated omission).
+                let sent = at;
                 let body = json!({"battery": (i % 100) as i64, "seq": i, "ts": chrono::Utc::now().to_rfc3339()});
                 let r = client
                     .post(&url)
@@ -760,14 +799,18 @@ pub fn loadgen(args: &[String]) -> Result<()> {
         }
         let mut latencies = Vec::with_capacity(tasks.len());
         let mut errors = 0u64;
-        for t in tasks {
+        for (i, t) in tasks.into_iter().enumerate() {
             let (d, ok) = t.await?;
+            if (i as u64) < skipped {
+                continue;
+            }
             if !ok {
                 errors += 1;
             }
             latencies.push(d);
         }
-        let elapsed = started.elapsed();
+        let elapsed = measured_from.elapsed();
+        let total = total - skipped;
         latencies.sort();
         let pct = |p: f64| {
             latencies
@@ -776,7 +819,7 @@ pub fn loadgen(args: &[String]) -> Result<()> {
         };
         println!(
             "{}",
-            json!({"sent": total, "errors": errors,
+            json!({"sent": total, "warmup_sent": skipped, "errors": errors,
                    "achieved_per_s": ((total - errors) as f64 / elapsed.as_secs_f64()).round(),
                    "p50_ms": pct(0.50), "p99_ms": pct(0.99)})
         );

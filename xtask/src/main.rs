@@ -7,6 +7,12 @@
 //! - `api-fuzz`: schemathesis (from PyPI, into `target/st-venv`) against the OpenAPI document.
 //! - `bench`: the benchmark scenarios of DESIGN §9 against a release build (see BENCHMARKS.md).
 
+/// The benchmark's simulator and load generator run in this process, on the same two cores as
+/// the host they measure: mimalloc keeps their allocation cost (glibc's was a quarter of a
+/// JSON-heavy process's CPU) from being charged to the host.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod api_fuzz;
 mod bench;
 mod fuzz;
