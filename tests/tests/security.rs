@@ -72,26 +72,28 @@ async fn no_row_points_into_another_organization() {
     seed_everything(&app, a).await;
     seed_everything(&app, b).await;
     let db = app.admin().await;
-    let one = |sql: &'static str, org: Uuid| {
-        let db = &db;
-        async move {
-            let r = db.query_one(sql, &[&org]).await.unwrap();
-            r.get::<_, Uuid>(0)
-        }
+    // The one row of `table` that seed_everything made for `org`: its id, or how many it has.
+    let scalar = async |sql: String, org: Uuid| db.query_one(&sql, &[&org]).await.unwrap();
+    let id_of = async |table: &str, org: Uuid| -> Uuid {
+        scalar(
+            format!("SELECT id FROM {table} WHERE organization_id = $1"),
+            org,
+        )
+        .await
+        .get(0)
     };
-    let device_b = one("SELECT id FROM devices WHERE organization_id = $1", b).await;
-    let service_b = one(
-        "SELECT id FROM device_services WHERE organization_id = $1",
-        b,
-    )
-    .await;
-    let run_b = one("SELECT id FROM sync_runs WHERE organization_id = $1", b).await;
-    let device_a = one("SELECT id FROM devices WHERE organization_id = $1", a).await;
-    let service_a = one(
-        "SELECT id FROM device_services WHERE organization_id = $1",
-        a,
-    )
-    .await;
+    let rows_of = async |table: &str, org: Uuid| -> i64 {
+        scalar(
+            format!("SELECT count(*) FROM {table} WHERE organization_id = $1"),
+            org,
+        )
+        .await
+        .get(0)
+    };
+    let (device_a, device_b) = (id_of("devices", a).await, id_of("devices", b).await);
+    let service_a = id_of("device_services", a).await;
+    let service_b = id_of("device_services", b).await;
+    let run_b = id_of("sync_runs", b).await;
     let cross = [
         format!(
             "INSERT INTO device_service_assignments (organization_id, device_id, service_id) VALUES ('{a}', '{device_b}', '{service_a}')"
@@ -138,23 +140,9 @@ async fn no_row_points_into_another_organization() {
     // The audit trail has no foreign keys on purpose (0001: no log row is ever rejected), so it
     // outlives what it describes.
     for table in TENANT_TABLES.iter().filter(|t| **t != "golioth_sync_log") {
-        let left: i64 = db
-            .query_one(
-                &format!("SELECT count(*) FROM {table} WHERE organization_id = $1"),
-                &[&a],
-            )
-            .await
-            .unwrap()
-            .get(0);
+        let left = rows_of(table, a).await;
         assert_eq!(left, 0, "{table} kept rows of a deleted organization");
-        let kept: i64 = db
-            .query_one(
-                &format!("SELECT count(*) FROM {table} WHERE organization_id = $1"),
-                &[&b],
-            )
-            .await
-            .unwrap()
-            .get(0);
+        let kept = rows_of(table, b).await;
         assert!(kept > 0, "{table} lost the other organization's rows");
     }
 }
