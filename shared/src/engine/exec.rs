@@ -210,6 +210,16 @@ fn ms_since(t: Instant) -> u64 {
     t.elapsed().as_millis() as u64
 }
 
+/// The pages `tracker` still needs, `width` at most, below the page ceiling.
+fn window_of(tracker: &ListingTracker, width: u32) -> Option<Range<u32>> {
+    let next = tracker.next_page().filter(|n| *n < DEFAULT_MAX_PAGES)?;
+    let end = match tracker.expected_pages() {
+        Some(exp) => exp.max(next + 1).min(next + width.max(1)),
+        None => next + 1,
+    };
+    Some(next..end)
+}
+
 impl<'c> Exec<'c> {
     fn list_options(&self) -> ListDevicesOptions {
         ListDevicesOptions {
@@ -283,18 +293,14 @@ impl<'c> Exec<'c> {
     /// finished (or at the page ceiling).
     fn next_window(&mut self) -> Option<Range<u32>> {
         let tracker = self.cursor.tracker.get_or_insert_with(ListingTracker::new);
-        let next = tracker.next_page().filter(|n| *n < DEFAULT_MAX_PAGES)?;
-        let end = match tracker.expected_pages() {
-            Some(exp) => exp.max(next + 1).min(next + self.fetch_window.max(1)),
-            None => next + 1,
-        };
-        Some(next..end)
+        window_of(tracker, self.fetch_window)
     }
 
     /// Fetch the next window of listing pages (`fetch_window` at once) and process them as one
-    /// batch: one load query, one plan, one commit with the advanced tracker. While a batch is
-    /// planned and written, the window after it is fetched (Golioth's latency overlaps the
-    /// database's work; at most one window ahead, and only with budget left to use it).
+    /// batch: one load query, one plan, one commit with the advanced tracker. As soon as a window
+    /// has arrived, the one after it is requested (what comes next follows from the pages'
+    /// `page` / `total` alone), so Golioth's latency overlaps all of the database's work on this
+    /// one: at most one window ahead, and only with budget left to use it.
     async fn listing_slice(&mut self) -> Result<SliceCounts, EngineError> {
         let Some(window) = self.next_window() else {
             // Finished (or the page ceiling): close the listing without a page.
@@ -322,6 +328,33 @@ impl<'c> Exec<'c> {
             }
         }
         let fetch_ms = ms_since(fetch_started);
+        let budget_left = self.deadline.saturating_duration_since(Instant::now());
+        let ahead = if self.fetch_window <= 1 || budget_left < PREFETCH_MIN_BUDGET {
+            None
+        } else {
+            self.cursor
+                .tracker
+                .as_ref()
+                .and_then(|t| window_of(&t.after(&pages), self.fetch_window))
+        };
+        let mut counts = match ahead {
+            None => self.process_window(pages).await?,
+            Some(range) => {
+                let client = self.client.clone();
+                let width = self.fetch_window as usize;
+                let wanted = range.clone();
+                let prefetch = async move { client.list_devices_pages(wanted, &opts, width).await };
+                let (counts, fetched) = futures::join!(self.process_window(pages), prefetch);
+                self.prefetched = Some((range, fetched));
+                counts?
+            }
+        };
+        counts.fetch_ms += fetch_ms;
+        Ok(counts)
+    }
+
+    /// Record a fetched window in the tracker, then load, plan, run and commit its devices.
+    async fn process_window(&mut self, pages: Vec<DevicePage>) -> Result<SliceCounts, EngineError> {
         // Devices an earlier slice already saw (offset paging shifted under a concurrent
         // change) are dropped here, as the in-memory tracker drops repeats within the window.
         let ids: Vec<String> = pages
@@ -349,27 +382,8 @@ impl<'c> Exec<'c> {
             self.close_listing();
         }
         let remotes = self.convert(&fresh).await?;
-        let budget_left = self.deadline.saturating_duration_since(Instant::now());
-        let ahead = if finished || self.fetch_window <= 1 || budget_left < PREFETCH_MIN_BUDGET {
-            None
-        } else {
-            self.next_window()
-        };
-        let mut counts = match ahead {
-            None => self.plan_and_run(remotes, Vec::new(), Vec::new()).await?,
-            Some(range) => {
-                let client = self.client.clone();
-                let width = self.fetch_window as usize;
-                let pages = range.clone();
-                let prefetch = async move { client.list_devices_pages(pages, &opts, width).await };
-                let (counts, fetched) =
-                    futures::join!(self.plan_and_run(remotes, Vec::new(), Vec::new()), prefetch);
-                self.prefetched = Some((range, fetched));
-                counts?
-            }
-        };
+        let mut counts = self.plan_and_run(remotes, Vec::new(), Vec::new()).await?;
         counts.pages = n;
-        counts.fetch_ms += fetch_ms;
         self.analyze_if_grown().await?;
         Ok(counts)
     }

@@ -123,13 +123,31 @@ impl ListingTracker {
         page: DevicePage,
         seen_before: &dyn Fn(&GoliothDeviceId) -> bool,
     ) -> Vec<Device> {
-        if !self.pages.insert(page.page) {
+        if !self.note(&page) {
             // The same page twice (a retried slice): its devices are counted once.
             return page
                 .devices
                 .into_iter()
                 .filter(|d| !self.seen.contains(&d.id) && !seen_before(&d.id))
                 .collect();
+        }
+        let mut fresh = Vec::with_capacity(page.devices.len());
+        for d in page.devices {
+            if !seen_before(&d.id) && self.seen.insert(d.id.clone()) {
+                self.unique += 1;
+                fresh.push(d);
+            } else {
+                self.duplicates += 1;
+            }
+        }
+        fresh
+    }
+
+    /// Record what a page says about the listing (its number, `total`, `perPage`, whether it is
+    /// the last), not its devices. False when the page was recorded before.
+    fn note(&mut self, page: &DevicePage) -> bool {
+        if !self.pages.insert(page.page) {
+            return false;
         }
         if let Some(total) = page.total {
             match self.first_total {
@@ -149,16 +167,23 @@ impl ListingTracker {
             self.end_page = Some(self.end_page.map_or(page.page, |e| e.min(page.page)));
         }
         self.invalid_entries += page.invalid_entries as u64;
-        let mut fresh = Vec::with_capacity(page.devices.len());
-        for d in page.devices {
-            if !seen_before(&d.id) && self.seen.insert(d.id.clone()) {
-                self.unique += 1;
-                fresh.push(d);
-            } else {
-                self.duplicates += 1;
-            }
+        true
+    }
+
+    /// This tracker as it will be once `pages` are recorded, without any ids: what
+    /// [`ListingTracker::next_page`] and [`ListingTracker::expected_pages`] will say then, known
+    /// before the pages' devices are processed (so the next pages can be fetched meanwhile).
+    pub fn after<'p>(&self, pages: impl IntoIterator<Item = &'p DevicePage>) -> ListingTracker {
+        let mut t = ListingTracker {
+            pages: self.pages.clone(),
+            seen: HashSet::new(),
+            legacy_seen: Vec::new(),
+            ..*self
+        };
+        for p in pages {
+            t.note(p);
         }
-        fresh
+        t
     }
 
     /// Drop the in-memory ids (once the caller stored them), so memory stays flat however long
@@ -351,6 +376,23 @@ mod tests {
         assert_eq!(old.take_legacy_seen().len(), 10);
         assert!(old.take_legacy_seen().is_empty());
         assert!(old.summary().complete);
+    }
+
+    #[test]
+    fn after_pages_tells_the_next_page_before_they_are_recorded() {
+        let mut t = ListingTracker::new();
+        t.record(page(0, 0..10, 35));
+        let (p1, p2) = (page(1, 10..20, 35), page(2, 20..30, 35));
+        let ahead = t.after([&p1, &p2]);
+        assert_eq!(ahead.next_page(), Some(3));
+        assert_eq!(ahead.expected_pages(), Some(4));
+        assert_eq!(t.next_page(), Some(1), "the tracker itself is unchanged");
+        let last = page(3, 30..35, 35);
+        assert!(t.after([&p1, &p2, &last]).is_finished());
+        t.record(p1);
+        t.record(p2);
+        assert_eq!(t.next_page(), ahead.next_page());
+        assert_eq!(t.summary().unique_devices, 30);
     }
 
     #[test]
