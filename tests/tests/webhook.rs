@@ -1,6 +1,7 @@
 //! The Golioth webhook (issue 5, DESIGN §6) through the native host, with the simulator playing
 //! the Pipeline: the three authentication schemes and their rejections, secret rotation, JSON /
-//! CBOR / both envelopes, idempotency under 1,000 concurrent copies, order safety, unknown
+//! CBOR / both envelopes, idempotency under 1,000 concurrent copies, grouped commits, order
+//! safety, unknown
 //! devices queueing one `device_refresh`, and the 413 / 415 / 400 paths leaving only a
 //! `rejected` record.
 
@@ -736,6 +737,109 @@ async fn a_thousand_concurrent_copies_make_one_telemetry_row() {
         env.count("SELECT count(*) FROM webhook_deliveries").await,
         1
     );
+}
+
+/// Many deliveries at once go through the host's group commit (`api::ingest_batch`): several
+/// share one transaction. Each is still stored exactly once (a copy sent alongside is answered
+/// `duplicate`), every device ends with the state of its newest delivery whatever the order of
+/// arrival and commit, and each unknown device queues one refresh.
+#[tokio::test]
+async fn concurrent_deliveries_are_grouped_stored_once_and_the_newest_wins() {
+    let env = Env::new().await;
+    let svc = env.service(json!({}), SECRET).await;
+    let pipe = env
+        .sim
+        .pipeline(PipelineConfig::webhook(env.url(svc)).header("x-webhook-token", SECRET));
+    let base = Utc::now() - Duration::seconds(600);
+    let (devices, per_device) = (20u32, 10i64);
+    let mut locals = Vec::new();
+    let mut sends = Vec::new();
+    for n in 0..devices {
+        let dev = golioth_id(100 + n);
+        locals.push((env.device(svc, &dev).await, dev.clone()));
+        for i in 0..per_device {
+            // Times shuffled per device: the newest (i = 7) is neither first nor last.
+            let at = base + Duration::seconds(((i * 7) % per_device) * 10 + i64::from(n));
+            let mut d = delivery(&dev, "power", json!({"battery": i}), at);
+            d.id = Some(format!("batch-{n}-{i}"));
+            // Every delivery twice: the copy must be recognised however the two are grouped.
+            sends.push(d.clone());
+            sends.push(d);
+        }
+    }
+    let unknown = [golioth_id(900), golioth_id(901)];
+    for (k, dev) in unknown.iter().enumerate() {
+        for i in 0..3 {
+            let mut d = delivery(dev, "power", json!({"battery": i}), base);
+            d.id = Some(format!("unknown-{k}-{i}"));
+            sends.push(d);
+        }
+    }
+    // One delivery first, so the burst finds its service read (`api::service_cache`): requests
+    // that read it themselves hold a connection and store their delivery at once, alone.
+    let first = pipe
+        .deliver(&delivery(&unknown[0], "power", json!({}), base))
+        .await;
+    assert_eq!(first.status, Some(200), "{first:?}");
+    let outs = pipe.deliver_all(&sends, sends.len()).await;
+    let mut by_status = std::collections::BTreeMap::<String, usize>::new();
+    for o in &outs {
+        assert_eq!(o.status, Some(200), "{o:?}");
+        let status = serde_json::from_str::<Value>(&o.body).unwrap()["status"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        *by_status.entry(status).or_default() += 1;
+    }
+    let linked = (devices as usize) * (per_device as usize);
+    assert_eq!(by_status.get("processed"), Some(&linked), "{by_status:?}");
+    assert_eq!(by_status.get("duplicate"), Some(&linked), "{by_status:?}");
+    assert_eq!(by_status.get("unmatched"), Some(&6), "{by_status:?}");
+    let db = env.app.admin().await;
+    let row = db
+        .query_one(
+            "SELECT count(*), count(DISTINCT xmin::text) FROM webhook_deliveries \
+             WHERE service_id = $1",
+            &[&svc],
+        )
+        .await
+        .unwrap();
+    let (rows, transactions): (i64, i64) = (row.get(0), row.get(1));
+    assert_eq!(rows, linked as i64 + 7, "each delivery stored once");
+    assert!(
+        transactions < rows,
+        "{rows} deliveries in {transactions} transactions: none were grouped"
+    );
+    assert_eq!(
+        env.count("SELECT count(*) FROM device_telemetry").await,
+        linked as i64
+    );
+    let newest_i = (0..per_device)
+        .max_by_key(|i| (i * 7) % per_device)
+        .unwrap();
+    for (n, (local, _)) in locals.iter().enumerate() {
+        let newest = base + Duration::seconds(((newest_i * 7) % per_device) * 10 + n as i64);
+        let (seen, _, status, battery, ..) = env.state(*local).await;
+        assert_eq!(seen.as_deref(), Some(ts(newest).as_str()), "device {n}");
+        assert_eq!(status, "online", "device {n}");
+        assert_eq!(
+            battery,
+            Some(newest_i as f64),
+            "device {n}: the newest delivery's value"
+        );
+    }
+    for dev in &unknown {
+        let runs: i64 = db
+            .query_one(
+                "SELECT count(*) FROM sync_runs WHERE service_id = $1 \
+                 AND operation = 'device_refresh' AND params ->> 'device_id' = $2",
+                &[&svc, dev],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(runs, 1, "one refresh for {dev}");
+    }
 }
 
 #[tokio::test]

@@ -4,8 +4,10 @@
 mod assignments;
 mod conflicts;
 mod health;
+pub mod ingest_batch;
 pub mod input;
 mod runs;
+pub mod service_cache;
 pub(crate) mod services;
 mod stats;
 mod sync;

@@ -195,6 +195,7 @@ pub async fn update(req: &Request, params: &Params, ctx: &Ctx<'_>) -> ApiResult 
         })
     })
     .await?;
+    super::service_cache::forget(id);
     let ring = keyring(ctx)?;
     Ok(json_response(StatusCode::OK, &render_with(&ring, &row)))
 }
@@ -207,6 +208,7 @@ pub async fn delete(req: &Request, params: &Params, ctx: &Ctx<'_>) -> ApiResult 
         Box::pin(async move { store::services::delete(tx, org, id).await })
     })
     .await?;
+    super::service_cache::forget(id);
     if !deleted {
         return Err(ApiError::not_found("no such service"));
     }

@@ -1,15 +1,18 @@
 //! Webhook deliveries, telemetry and the device state they update.
 //!
-//! A delivery is two statements, each its own (implicit, synchronously committed) transaction,
-//! both PL/pgSQL functions of migration 0005 run as the application role under row level
-//! security: [`service`] (`gs_webhook_service`) scopes its statement to the organization owning
-//! the service and reads the service; then, after the caller authenticated the request in
-//! memory, [`ingest`] (`gs_webhook_ingest`) scopes its statement to that organization, stores
-//! the delivery under its unique key and, only if that insert happened, writes the telemetry
-//! row, moves the device's reported state forward and queues a `device_refresh`. A duplicate key
-//! inserts nothing, so nothing else happens. The answer is sent only after `ingest` returned,
-//! so a 200 means the delivery is durable. A refused delivery is filed by [`insert_rejected`] in
-//! its own organization-scoped transaction.
+//! A delivery is at most two statements, each its own (implicit, synchronously committed)
+//! transaction, PL/pgSQL functions of migrations 0005 / 0008 run as the application role under
+//! row level security: [`service`] (`gs_webhook_service`) scopes its statement to the
+//! organization owning the service and reads the service (skipped while `api::service_cache`
+//! holds a fresh read); then, after the caller authenticated the request in memory, [`ingest`]
+//! (`gs_webhook_ingest`) scopes its statement to that organization, stores the delivery under
+//! its unique key and, only if that insert happened, writes the telemetry row, moves the
+//! device's reported state forward and queues a `device_refresh`. A duplicate key inserts
+//! nothing, so nothing else happens. [`ingest_batch`] (`gs_webhook_ingest_batch`) does the same
+//! for several deliveries of one service in one statement and one commit (`api::ingest_batch`
+//! groups them). The answer is sent only after the storing statement returned, so a 200 means
+//! the delivery is durable. A refused delivery is filed by [`insert_rejected`] in its own
+//! organization-scoped transaction.
 //!
 //! Order safety (the SQL is in `gs_webhook_ingest`): every device column is written only when
 //! the delivery's time is newer than the one it replaces — `last_seen` / `last_seen_online`
@@ -160,6 +163,83 @@ pub async fn ingest(db: &dyn Db, org: Uuid, service: Uuid, p: &Plan) -> Result<I
     let row = rows
         .first()
         .ok_or_else(|| DbError::Decode("ingest returned no row".into()))?;
+    ingested(row)
+}
+
+/// Whether [`ingest_batch`] stores `p` exactly as [`ingest`] would: its numbers must survive
+/// JSON (a non-finite float has no JSON form), so such a plan is stored on its own.
+pub fn batchable(p: &Plan) -> bool {
+    [p.state.battery_level, p.state.signal_strength]
+        .into_iter()
+        .flatten()
+        .all(f64::is_finite)
+}
+
+/// Store several accepted deliveries of `org`'s `service`, each as [`ingest`] stores one, in
+/// one autocommit statement (`gs_webhook_ingest_batch`, migration 0008): one commit for all of
+/// them, committed when this returns; an error stores none of them. The caller guarantees what
+/// the statement relies on: every plan [`batchable`], no two with the same device or the same
+/// delivery key. One answer per plan, in order.
+pub async fn ingest_batch(
+    db: &dyn Db,
+    org: Uuid,
+    service: Uuid,
+    plans: &[&Plan],
+) -> Result<Vec<Ingested>, DbError> {
+    let items: Vec<Value> = plans
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let mut v = serde_json::json!({
+                "ord": i,
+                "key": p.delivery_key,
+                "received_at": ts_text(p.received_at),
+                "content_type": p.content_type,
+                "event_type": p.event_type,
+                "device": p.device_external_id,
+                "payload": p.payload,
+                "is_data": p.kind == EventKind::Data,
+                "path": p.path,
+                "recorded_at": ts_text(p.recorded_at),
+                "data": p.data,
+                "seen": p.seen,
+                "offline": p.offline,
+                "fresh": p.fresh,
+                "battery": p.state.battery_level,
+                "signal": p.state.signal_strength,
+                "force_refresh": p.force_refresh,
+            });
+            if let Some(loc) = &p.state.location {
+                v["location"] = Value::Array(vec![loc.clone()]);
+            }
+            v
+        })
+        .collect();
+    let rows = db
+        .query(
+            "SELECT ord, delivery_id, status, refresh_queued \
+             FROM gs_webhook_ingest_batch($1::uuid, $2::uuid, $3::jsonb)",
+            &[
+                Param::Uuid(org),
+                Param::Uuid(service),
+                Param::Jsonb(Value::Array(items)),
+            ],
+        )
+        .await?;
+    let ords: Vec<i32> = rows
+        .iter()
+        .map(|r| r.get::<i32>("ord"))
+        .collect::<Result<_, _>>()?;
+    if ords.iter().copied().ne(0..plans.len() as i32) {
+        return Err(DbError::Decode(format!(
+            "ingest batch of {} answered for {ords:?}",
+            plans.len()
+        )));
+    }
+    rows.iter().map(ingested).collect()
+}
+
+fn ingested(row: &crate::ports::Row) -> Result<Ingested, DbError> {
     match row.get::<Option<Uuid>>("delivery_id")? {
         None => Ok(Ingested::Duplicate),
         Some(delivery_id) => Ok(Ingested::Stored {
