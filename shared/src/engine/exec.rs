@@ -230,13 +230,28 @@ impl<'c> Exec<'c> {
         }
     }
 
-    /// The tag map, fetched from Golioth the first time a run needs it.
+    /// The tag map, fetched from Golioth the first time a run needs it. A listing run fetches
+    /// its next listing window at the same time (the first slice takes it from `prefetched`),
+    /// so the tag request costs no round trip of its own.
     pub async fn load_tags(&mut self) -> Result<(), EngineError> {
-        match self.cursor.tag_map() {
-            Some(map) => self.tags = map,
-            None => self.refresh_tags().await?,
+        if let Some(map) = self.cursor.tag_map() {
+            self.tags = map;
+            return Ok(());
         }
-        Ok(())
+        let window = match self.cursor.phase {
+            Phase::Listing if self.prefetched.is_none() => self.next_window(),
+            _ => None,
+        };
+        let Some(range) = window else {
+            return self.refresh_tags().await;
+        };
+        let (client, opts) = (self.client.clone(), self.list_options());
+        let width = self.fetch_window as usize;
+        let wanted = range.clone();
+        let pages = async move { client.list_devices_pages(wanted, &opts, width).await };
+        let (tags, pages) = futures::join!(self.refresh_tags(), pages);
+        self.prefetched = Some((range, pages));
+        tags
     }
 
     async fn refresh_tags(&mut self) -> Result<(), EngineError> {
