@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod};
 use tokio::sync::OnceCell;
 use tokio_postgres::NoTls;
-use tokio_postgres::types::{IsNull, ToSql, Type, to_sql_checked};
+use tokio_postgres::types::{IsNull, ToSql, Type, WrongType};
 
 use crate::ports::{Clock, Db, DbError, HttpClient, HttpError, Param, Row, Value};
 
@@ -29,37 +29,68 @@ fn count_statement() {
     STATEMENTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
 }
 
-/// A NULL that binds to a parameter of any type (tokio-postgres checks `Option<T>` against `T`).
+/// A parameter bound by reference: encoding a bulk write's `jsonb` (hundreds of rows) must not
+/// copy it first. Each variant is checked against the statement's parameter type as its own
+/// Rust type would be.
 #[derive(Debug)]
-struct AnyNull;
+struct Bind<'a>(&'a Param);
 
-impl ToSql for AnyNull {
+impl ToSql for Bind<'_> {
     fn to_sql(
         &self,
-        _: &Type,
-        _: &mut BytesMut,
+        ty: &Type,
+        out: &mut BytesMut,
     ) -> Result<IsNull, Box<dyn StdError + Sync + Send>> {
-        Ok(IsNull::Yes)
+        match self.0 {
+            // NULL binds to a parameter of any type (tokio-postgres would check `Option<T>`
+            // against `T`).
+            Param::Null => Ok(IsNull::Yes),
+            Param::Bool(b) => b.to_sql(ty, out),
+            Param::Int32(n) => n.to_sql(ty, out),
+            Param::Int64(n) => n.to_sql(ty, out),
+            Param::Float64(n) => n.to_sql(ty, out),
+            Param::Text(s) => s.to_sql(ty, out),
+            Param::Jsonb(j) => j.to_sql(ty, out),
+            Param::Uuid(u) => u.to_sql(ty, out),
+            Param::TextArray(a) => a.to_sql(ty, out),
+            Param::Bytes(b) => b.to_sql(ty, out),
+        }
     }
+
     fn accepts(_: &Type) -> bool {
         true
     }
-    to_sql_checked!();
+
+    fn to_sql_checked(
+        &self,
+        ty: &Type,
+        out: &mut BytesMut,
+    ) -> Result<IsNull, Box<dyn StdError + Sync + Send>> {
+        fn check<T: ToSql>(ty: &Type) -> Result<(), Box<dyn StdError + Sync + Send>> {
+            if T::accepts(ty) {
+                Ok(())
+            } else {
+                Err(Box::new(WrongType::new::<T>(ty.clone())))
+            }
+        }
+        match self.0 {
+            Param::Null => Ok(()),
+            Param::Bool(_) => check::<bool>(ty),
+            Param::Int32(_) => check::<i32>(ty),
+            Param::Int64(_) => check::<i64>(ty),
+            Param::Float64(_) => check::<f64>(ty),
+            Param::Text(_) => check::<String>(ty),
+            Param::Jsonb(_) => check::<serde_json::Value>(ty),
+            Param::Uuid(_) => check::<uuid::Uuid>(ty),
+            Param::TextArray(_) => check::<Vec<String>>(ty),
+            Param::Bytes(_) => check::<Vec<u8>>(ty),
+        }?;
+        self.to_sql(ty, out)
+    }
 }
 
-fn to_sql(p: &Param) -> Box<dyn ToSql + Sync + Send> {
-    match p {
-        Param::Null => Box::new(AnyNull),
-        Param::Bool(b) => Box::new(*b),
-        Param::Int32(n) => Box::new(*n),
-        Param::Int64(n) => Box::new(*n),
-        Param::Float64(n) => Box::new(*n),
-        Param::Text(s) => Box::new(s.clone()),
-        Param::Jsonb(j) => Box::new(j.clone()),
-        Param::Uuid(u) => Box::new(*u),
-        Param::TextArray(a) => Box::new(a.clone()),
-        Param::Bytes(b) => Box::new(b.clone()),
-    }
+fn binds(params: &[Param]) -> Vec<Bind<'_>> {
+    params.iter().map(Bind).collect()
 }
 
 fn map_err(e: tokio_postgres::Error) -> DbError {
@@ -224,11 +255,9 @@ impl Db for PgDb {
     async fn query(&self, sql: &str, params: &[Param]) -> Result<Vec<Row>, DbError> {
         let conn = self.conn().await?;
         count_statement();
-        let boxed: Vec<Box<dyn ToSql + Sync + Send>> = params.iter().map(to_sql).collect();
-        let refs: Vec<&(dyn ToSql + Sync)> = boxed
-            .iter()
-            .map(|b| b.as_ref() as &(dyn ToSql + Sync))
-            .collect();
+        let bound = binds(params);
+        let refs: Vec<&(dyn ToSql + Sync)> =
+            bound.iter().map(|b| b as &(dyn ToSql + Sync)).collect();
         let stmt = conn.prepare_cached(sql).await.map_err(map_err)?;
         let rows = conn.query(&stmt, &refs).await.map_err(map_err)?;
         let columns: Arc<[String]> = stmt.columns().iter().map(|c| c.name().to_owned()).collect();
@@ -251,11 +280,9 @@ impl Db for PgDb {
             conn.batch_execute(sql).await.map_err(map_err)?;
             return Ok(0);
         }
-        let boxed: Vec<Box<dyn ToSql + Sync + Send>> = params.iter().map(to_sql).collect();
-        let refs: Vec<&(dyn ToSql + Sync)> = boxed
-            .iter()
-            .map(|b| b.as_ref() as &(dyn ToSql + Sync))
-            .collect();
+        let bound = binds(params);
+        let refs: Vec<&(dyn ToSql + Sync)> =
+            bound.iter().map(|b| b as &(dyn ToSql + Sync)).collect();
         let stmt = conn.prepare_cached(sql).await.map_err(map_err)?;
         conn.execute(&stmt, &refs).await.map_err(map_err)
     }

@@ -630,7 +630,11 @@ pub fn run(args: &[String], root: &std::path::Path, target: &std::path::Path) ->
         }
         return Ok(());
     }
-    let binary = target.join("release/golioth-sync");
+    // `BENCH_HOST_BIN=<file>`: another build of the host, for A/B runs against the same
+    // simulator, database and load generator.
+    let binary = std::env::var_os("BENCH_HOST_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| target.join("release/golioth-sync"));
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

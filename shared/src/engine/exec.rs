@@ -1042,25 +1042,45 @@ impl<'c> Exec<'c> {
                     return Err(EngineError::LeaseLost);
                 }
                 store::sync::record_seen(tx, org, run, &seen).await?;
-                let mut local_writes = store::sync::insert_devices(tx, org, &creates).await?;
-                let applied: HashSet<Uuid> = store::sync::update_devices(tx, org, &updates)
+                let mut local_writes = store::sync::insert_devices(tx, org, creates).await?;
+                let applied: HashSet<Uuid> = store::sync::update_devices(tx, org, updates)
                     .await?
                     .into_iter()
                     .collect();
                 local_writes += applied.len() as u64;
-                let rows = finalize(items, &applied, &opts, dry);
+                let mut rows = finalize(items, &applied, &opts, dry);
                 if !dry {
-                    let s = store::sync::upsert_links(tx, org, service, run, &rows.links).await?
-                        + store::sync::set_bases(tx, org, service, run, &rows.bases).await?
+                    // The row lists go to the statements whole (only `batch` and `leftover`
+                    // are read afterwards).
+                    let take = std::mem::take::<Vec<Value>>;
+                    let s = store::sync::upsert_links(tx, org, service, run, take(&mut rows.links))
+                        .await?
+                        + store::sync::set_bases(tx, org, service, run, take(&mut rows.bases))
+                            .await?
                         + store::sync::detach(tx, org, service, run, &rows.detach).await?
                         + store::sync::unassign(tx, org, service, &rows.unassign).await?
-                        + store::sync::set_statuses(tx, org, service, &rows.statuses).await?;
-                    let c = store::sync::open_conflicts(tx, org, service, run, &rows.open).await?
-                        + store::sync::refresh_conflicts(tx, org, service, run, &rows.refresh)
+                        + store::sync::set_statuses(tx, org, service, take(&mut rows.statuses))
+                            .await?;
+                    let c =
+                        store::sync::open_conflicts(tx, org, service, run, take(&mut rows.open))
                             .await?
-                        + store::sync::supersede_conflicts(tx, org, service, &rows.supersede)
+                            + store::sync::refresh_conflicts(
+                                tx,
+                                org,
+                                service,
+                                run,
+                                take(&mut rows.refresh),
+                            )
                             .await?
-                        + store::sync::auto_resolve_conflicts(tx, org, service, run, &rows.auto)
+                            + store::sync::supersede_conflicts(tx, org, service, &rows.supersede)
+                                .await?
+                            + store::sync::auto_resolve_conflicts(
+                                tx,
+                                org,
+                                service,
+                                run,
+                                take(&mut rows.auto),
+                            )
                             .await?;
                     store::sync_log::insert(tx, org, service, Some(run), &rows.logs).await?;
                     local_writes += s + c;

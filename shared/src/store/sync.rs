@@ -446,7 +446,7 @@ pub async fn record_seen(
 /// Insert devices created from Golioth. Each row: `{id, name, enabled, tags, hardware_ids,
 /// blueprint_id, cohort_id, status, last_seen, last_seen_online, battery_level, signal_strength,
 /// firmware_version, location}`.
-pub async fn insert_devices(db: &dyn Db, org: Uuid, rows: &[Value]) -> Result<u64, DbError> {
+pub async fn insert_devices(db: &dyn Db, org: Uuid, rows: Vec<Value>) -> Result<u64, DbError> {
     if rows.is_empty() {
         return Ok(0);
     }
@@ -463,7 +463,7 @@ pub async fn insert_devices(db: &dyn Db, org: Uuid, rows: &[Value]) -> Result<u6
              hardware_ids jsonb, blueprint_id text, cohort_id text, status text, \
              last_seen timestamptz, last_seen_online timestamptz, battery_level float8, \
              signal_strength float8, firmware_version text, location jsonb)",
-        &[Param::Uuid(org), Param::Jsonb(Value::Array(rows.to_vec()))],
+        &[Param::Uuid(org), Param::Jsonb(Value::Array(rows))],
     )
     .await
 }
@@ -471,7 +471,11 @@ pub async fn insert_devices(db: &dyn Db, org: Uuid, rows: &[Value]) -> Result<u6
 /// Update devices where their `version` is still the one read. Each row: `{id, v, c}` where `c`
 /// holds only the columns to set (plus `restore` / `soft_delete` flags). Returns the ids that
 /// were updated; the others changed meanwhile and are left alone.
-pub async fn update_devices(db: &dyn Db, org: Uuid, rows: &[Value]) -> Result<Vec<Uuid>, DbError> {
+pub async fn update_devices(
+    db: &dyn Db,
+    org: Uuid,
+    rows: Vec<Value>,
+) -> Result<Vec<Uuid>, DbError> {
     if rows.is_empty() {
         return Ok(Vec::new());
     }
@@ -509,7 +513,7 @@ pub async fn update_devices(db: &dyn Db, org: Uuid, rows: &[Value]) -> Result<Ve
              FROM jsonb_to_recordset($2::jsonb) AS x(id uuid, v bigint, c jsonb) \
              WHERE d.id = x.id AND d.organization_id = $1 AND d.version = x.v \
              RETURNING d.id",
-            &[Param::Uuid(org), Param::Jsonb(Value::Array(rows.to_vec()))],
+            &[Param::Uuid(org), Param::Jsonb(Value::Array(rows))],
         )
         .await?;
     updated.iter().map(|r| r.get::<Uuid>("id")).collect()
@@ -521,7 +525,7 @@ pub async fn upsert_links(
     org: Uuid,
     service: Uuid,
     run: Uuid,
-    rows: &[Value],
+    rows: Vec<Value>,
 ) -> Result<u64, DbError> {
     if rows.is_empty() {
         return Ok(0);
@@ -543,7 +547,7 @@ pub async fn upsert_links(
             Param::Uuid(org),
             Param::Uuid(service),
             Param::Uuid(run),
-            Param::Jsonb(Value::Array(rows.to_vec())),
+            Param::Jsonb(Value::Array(rows)),
         ],
     )
     .await
@@ -555,7 +559,7 @@ pub async fn set_bases(
     org: Uuid,
     service: Uuid,
     run: Uuid,
-    rows: &[Value],
+    rows: Vec<Value>,
 ) -> Result<u64, DbError> {
     if rows.is_empty() {
         return Ok(0);
@@ -572,7 +576,7 @@ pub async fn set_bases(
             Param::Uuid(org),
             Param::Uuid(service),
             Param::Uuid(run),
-            Param::Jsonb(Value::Array(rows.to_vec())),
+            Param::Jsonb(Value::Array(rows)),
         ],
     )
     .await
@@ -626,7 +630,7 @@ pub async fn set_statuses(
     db: &dyn Db,
     org: Uuid,
     service: Uuid,
-    rows: &[Value],
+    rows: Vec<Value>,
 ) -> Result<u64, DbError> {
     if rows.is_empty() {
         return Ok(0);
@@ -640,7 +644,7 @@ pub async fn set_statuses(
         &[
             Param::Uuid(org),
             Param::Uuid(service),
-            Param::Jsonb(Value::Array(rows.to_vec())),
+            Param::Jsonb(Value::Array(rows)),
         ],
     )
     .await
@@ -673,7 +677,7 @@ pub async fn open_conflicts(
     org: Uuid,
     service: Uuid,
     run: Uuid,
-    rows: &[Value],
+    rows: Vec<Value>,
 ) -> Result<u64, DbError> {
     if rows.is_empty() {
         return Ok(0);
@@ -692,7 +696,7 @@ pub async fn open_conflicts(
             Param::Uuid(org),
             Param::Uuid(service),
             Param::Uuid(run),
-            Param::Jsonb(Value::Array(rows.to_vec())),
+            Param::Jsonb(Value::Array(rows)),
         ],
     )
     .await
@@ -704,7 +708,7 @@ pub async fn refresh_conflicts(
     org: Uuid,
     service: Uuid,
     run: Uuid,
-    rows: &[Value],
+    rows: Vec<Value>,
 ) -> Result<u64, DbError> {
     if rows.is_empty() {
         return Ok(0);
@@ -723,7 +727,7 @@ pub async fn refresh_conflicts(
             Param::Uuid(org),
             Param::Uuid(service),
             Param::Uuid(run),
-            Param::Jsonb(Value::Array(rows.to_vec())),
+            Param::Jsonb(Value::Array(rows)),
         ],
     )
     .await
@@ -756,7 +760,7 @@ pub async fn auto_resolve_conflicts(
     org: Uuid,
     service: Uuid,
     run: Uuid,
-    rows: &[Value],
+    rows: Vec<Value>,
 ) -> Result<u64, DbError> {
     if rows.is_empty() {
         return Ok(0);
@@ -790,7 +794,7 @@ pub async fn auto_resolve_conflicts(
             Param::Uuid(org),
             Param::Uuid(service),
             Param::Uuid(run),
-            Param::Jsonb(Value::Array(rows.to_vec())),
+            Param::Jsonb(Value::Array(rows)),
         ],
     )
     .await
