@@ -27,7 +27,7 @@
 //! On Spin each request runs in its own instance, so it always leads alone.
 
 use std::cell::RefCell;
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 
 use futures::channel::oneshot;
 use uuid::Uuid;
@@ -63,7 +63,7 @@ struct Waiter {
 #[derive(Default)]
 struct Queue {
     leaders: usize,
-    waiting: Vec<Waiter>,
+    waiting: VecDeque<Waiter>,
 }
 
 thread_local! {
@@ -86,25 +86,26 @@ pub async fn ingest(
         return webhooks::ingest(db, org, service, &plan).await;
     }
     let (tx, rx) = oneshot::channel();
-    let mut me = Some(Waiter {
+    let me = Waiter {
         org,
         service,
         plan,
         tx: Some(tx),
-    });
-    let leads = QUEUE.with(|q| {
+    };
+    // `Some(me)`: this request leads; `None`: it is queued and waits for a signal.
+    let leading = QUEUE.with(move |q| {
         let mut q = q.borrow_mut();
         if q.leaders < LEADERS || holds_connection {
             q.leaders += 1;
-            true
+            Some(me)
         } else {
-            q.waiting.extend(me.take());
-            false
+            q.waiting.push_back(me);
+            None
         }
     });
-    let me = match me {
-        Some(w) if leads => w,
-        _ => match rx.await {
+    let me = match leading {
+        Some(w) => w,
+        None => match rx.await {
             Ok(Signal::Done(r)) => return r,
             Ok(Signal::Lead(w)) => *w,
             Ok(Signal::Alone(w)) => return webhooks::ingest(db, org, service, &w.plan).await,
@@ -136,8 +137,7 @@ impl Drop for Leading {
 fn hand_on() {
     QUEUE.with(|q| {
         let mut q = q.borrow_mut();
-        while !q.waiting.is_empty() {
-            let mut w = q.waiting.remove(0);
+        while let Some(mut w) = q.waiting.pop_front() {
             // A request dropped while queued cannot take the place: try the next one.
             if let Some(tx) = w.tx.take()
                 && tx.send(Signal::Lead(Box::new(w))).is_ok()
@@ -189,11 +189,11 @@ async fn lead(db: &dyn Db, me: Waiter) -> Result<Ingested, DbError> {
 /// Take from `waiting`, in arrival order, the deliveries that can share `me`'s statement: same
 /// organization and service, and no device or delivery key already in the batch (what
 /// `gs_webhook_ingest_batch` relies on). The others stay queued, in order, for a later batch.
-fn take_compatible(waiting: &mut Vec<Waiter>, me: &Waiter) -> Vec<Waiter> {
+fn take_compatible(waiting: &mut VecDeque<Waiter>, me: &Waiter) -> Vec<Waiter> {
     let mut devices = HashSet::from([me.plan.device_external_id.clone()]);
     let mut keys = HashSet::from([me.plan.delivery_key.clone()]);
     let mut taken = Vec::new();
-    let mut kept = Vec::with_capacity(waiting.len());
+    let mut kept = VecDeque::with_capacity(waiting.len());
     for w in waiting.drain(..) {
         let fits = taken.len() + 1 < MAX_BATCH
             && w.org == me.org
@@ -205,7 +205,7 @@ fn take_compatible(waiting: &mut Vec<Waiter>, me: &Waiter) -> Vec<Waiter> {
             keys.insert(w.plan.delivery_key.clone());
             taken.push(w);
         } else {
-            kept.push(w);
+            kept.push_back(w);
         }
     }
     *waiting = kept;
@@ -247,13 +247,13 @@ mod tests {
     fn a_batch_holds_one_service_and_each_device_and_key_once() {
         let (org, svc, other) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
         let me = waiter(org, svc, "a", "k1");
-        let mut waiting = vec![
+        let mut waiting = VecDeque::from([
             waiter(org, svc, "b", "k2"),
             waiter(org, svc, "a", "k3"),   // same device as the leader
             waiter(org, other, "c", "k4"), // another service
             waiter(org, svc, "d", "k2"),   // same key as an earlier one
             waiter(org, svc, "e", "k5"),
-        ];
+        ]);
         let taken = take_compatible(&mut waiting, &me);
         let keys = |ws: &[Waiter]| {
             ws.iter()
@@ -262,7 +262,7 @@ mod tests {
         };
         assert_eq!(keys(&taken), ["k2", "k5"]);
         assert_eq!(
-            keys(&waiting),
+            keys(waiting.make_contiguous()),
             ["k3", "k4", "k2"],
             "the rest stays queued, in order"
         );
@@ -272,7 +272,7 @@ mod tests {
     fn a_batch_is_bounded() {
         let (org, svc) = (Uuid::new_v4(), Uuid::new_v4());
         let me = waiter(org, svc, "me", "me");
-        let mut waiting: Vec<Waiter> = (0..MAX_BATCH + 5)
+        let mut waiting: VecDeque<Waiter> = (0..MAX_BATCH + 5)
             .map(|i| waiter(org, svc, &format!("d{i}"), &format!("k{i}")))
             .collect();
         let taken = take_compatible(&mut waiting, &me);

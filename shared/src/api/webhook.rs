@@ -64,9 +64,9 @@ pub async fn receive(req: &Request, params: &Params, ctx: &Ctx<'_>) -> ApiResult
         });
     };
     let ring = keyring(ctx)?;
-    // Two statements, each its own transaction (see `store::webhooks`): read the service (or
-    // take it from `service_cache`), then (authenticated in memory) store and apply the
-    // delivery, or file its rejection. A cached service that would reject is read again.
+    // At most two statements, each its own transaction (see `store::webhooks`): read the
+    // service (or take it from `service_cache`), then (authenticated in memory) store and apply
+    // the delivery, or file its rejection. A cached service that would reject is read again.
     let mut judged = None;
     if let Some(svc) = service_cache::get(service, received) {
         match judge(req, service, &svc, &ring, received) {
@@ -84,8 +84,8 @@ pub async fn receive(req: &Request, params: &Params, ctx: &Ctx<'_>) -> ApiResult
     }
     let outcome = match judged {
         None => Outcome::UnknownService,
-        Some((svc, verdict)) => match verdict {
-            Ok(plan) => match ingest_batch::ingest(ctx.db, svc.org_id, service, plan, read).await {
+        Some((svc, Ok(plan))) => {
+            match ingest_batch::ingest(ctx.db, svc.org_id, service, plan, read).await {
                 Ok(done) => Outcome::Ingested(done),
                 // The service was deleted after it was read (a foreign key violation):
                 // answered as if it had never existed.
@@ -94,30 +94,30 @@ pub async fn receive(req: &Request, params: &Params, ctx: &Ctx<'_>) -> ApiResult
                     Outcome::UnknownService
                 }
                 Err(e) => return Err(e.into()),
-            },
-            Err(rejection) => {
-                let content_type = rejection
-                    .authenticated()
-                    .then(|| {
-                        req.headers()
-                            .get(http::header::CONTENT_TYPE)
-                            .and_then(|v| v.to_str().ok())
-                            .map(|v| v.chars().take(100).collect())
-                    })
-                    .flatten();
-                let record = Rejected {
-                    received_at: received,
-                    reason: rejection.to_string(),
-                    content_type,
-                };
-                webhooks::insert_rejected(ctx.db, svc.org_id, service, &record).await?;
-                crate::log::warn(
-                    "webhook delivery rejected",
-                    json!({"service_id": service, "reason": record.reason}),
-                );
-                Outcome::Rejected(rejection)
             }
-        },
+        }
+        Some((svc, Err(rejection))) => {
+            let content_type = rejection
+                .authenticated()
+                .then(|| {
+                    req.headers()
+                        .get(http::header::CONTENT_TYPE)
+                        .and_then(|v| v.to_str().ok())
+                        .map(|v| v.chars().take(100).collect())
+                })
+                .flatten();
+            let record = Rejected {
+                received_at: received,
+                reason: rejection.to_string(),
+                content_type,
+            };
+            webhooks::insert_rejected(ctx.db, svc.org_id, service, &record).await?;
+            crate::log::warn(
+                "webhook delivery rejected",
+                json!({"service_id": service, "reason": record.reason}),
+            );
+            Outcome::Rejected(rejection)
+        }
     };
     match outcome {
         Outcome::UnknownService if too_large => {

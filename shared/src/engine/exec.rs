@@ -230,6 +230,14 @@ impl<'c> Exec<'c> {
         }
     }
 
+    /// Fetch the listing pages `range`, `fetch_window` at a time; the future borrows nothing of
+    /// `self`, so it can run while `self` processes another window.
+    fn fetch(&self, range: Range<u32>) -> impl Future<Output = Vec<PageResult>> + use<'c> {
+        let (client, opts) = (self.client.clone(), self.list_options());
+        let width = self.fetch_window as usize;
+        async move { client.list_devices_pages(range, &opts, width).await }
+    }
+
     /// The tag map, fetched from Golioth the first time a run needs it. A listing run fetches
     /// its next listing window at the same time (the first slice takes it from `prefetched`),
     /// so the tag request costs no round trip of its own.
@@ -245,10 +253,7 @@ impl<'c> Exec<'c> {
         let Some(range) = window else {
             return self.refresh_tags().await;
         };
-        let (client, opts) = (self.client.clone(), self.list_options());
-        let width = self.fetch_window as usize;
-        let wanted = range.clone();
-        let pages = async move { client.list_devices_pages(wanted, &opts, width).await };
+        let pages = self.fetch(range.clone());
         let (tags, pages) = futures::join!(self.refresh_tags(), pages);
         self.prefetched = Some((range, pages));
         tags
@@ -355,10 +360,7 @@ impl<'c> Exec<'c> {
         let mut counts = match ahead {
             None => self.process_window(pages).await?,
             Some(range) => {
-                let client = self.client.clone();
-                let width = self.fetch_window as usize;
-                let wanted = range.clone();
-                let prefetch = async move { client.list_devices_pages(wanted, &opts, width).await };
+                let prefetch = self.fetch(range.clone());
                 let (counts, fetched) = futures::join!(self.process_window(pages), prefetch);
                 self.prefetched = Some((range, fetched));
                 counts?
@@ -1053,35 +1055,26 @@ impl<'c> Exec<'c> {
                     // The row lists go to the statements whole (only `batch` and `leftover`
                     // are read afterwards).
                     let take = std::mem::take::<Vec<Value>>;
-                    let s = store::sync::upsert_links(tx, org, service, run, take(&mut rows.links))
-                        .await?
-                        + store::sync::set_bases(tx, org, service, run, take(&mut rows.bases))
-                            .await?
+                    let (links, bases, statuses) = (
+                        take(&mut rows.links),
+                        take(&mut rows.bases),
+                        take(&mut rows.statuses),
+                    );
+                    let (open, refresh, auto) = (
+                        take(&mut rows.open),
+                        take(&mut rows.refresh),
+                        take(&mut rows.auto),
+                    );
+                    let s = store::sync::upsert_links(tx, org, service, run, links).await?
+                        + store::sync::set_bases(tx, org, service, run, bases).await?
                         + store::sync::detach(tx, org, service, run, &rows.detach).await?
                         + store::sync::unassign(tx, org, service, &rows.unassign).await?
-                        + store::sync::set_statuses(tx, org, service, take(&mut rows.statuses))
-                            .await?;
-                    let c =
-                        store::sync::open_conflicts(tx, org, service, run, take(&mut rows.open))
+                        + store::sync::set_statuses(tx, org, service, statuses).await?;
+                    let c = store::sync::open_conflicts(tx, org, service, run, open).await?
+                        + store::sync::refresh_conflicts(tx, org, service, run, refresh).await?
+                        + store::sync::supersede_conflicts(tx, org, service, &rows.supersede)
                             .await?
-                            + store::sync::refresh_conflicts(
-                                tx,
-                                org,
-                                service,
-                                run,
-                                take(&mut rows.refresh),
-                            )
-                            .await?
-                            + store::sync::supersede_conflicts(tx, org, service, &rows.supersede)
-                                .await?
-                            + store::sync::auto_resolve_conflicts(
-                                tx,
-                                org,
-                                service,
-                                run,
-                                take(&mut rows.auto),
-                            )
-                            .await?;
+                        + store::sync::auto_resolve_conflicts(tx, org, service, run, auto).await?;
                     store::sync_log::insert(tx, org, service, Some(run), &rows.logs).await?;
                     local_writes += s + c;
                 }

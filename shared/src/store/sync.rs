@@ -115,12 +115,16 @@ fn decode_err(what: &str, e: impl std::fmt::Display) -> DbError {
     DbError::Decode(format!("{what}: {e}"))
 }
 
+fn rfc3339(s: &str, what: &str) -> Result<DateTime<Utc>, DbError> {
+    DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| decode_err(what, e))
+}
+
 fn time(v: &Value) -> Result<Option<DateTime<Utc>>, DbError> {
     match v {
         Value::Null => Ok(None),
-        Value::String(s) => DateTime::parse_from_rfc3339(s)
-            .map(|t| Some(t.with_timezone(&Utc)))
-            .map_err(|e| decode_err("timestamp", e)),
+        Value::String(s) => rfc3339(s, "timestamp").map(Some),
         other => Err(decode_err("timestamp", other)),
     }
 }
@@ -158,11 +162,7 @@ fn pending_from_json(v: &Value) -> Result<PendingConflict, DbError> {
 
 fn opt_time(r: &Row, col: &str) -> Result<Option<DateTime<Utc>>, DbError> {
     r.get::<Option<String>>(col)?
-        .map(|s| {
-            DateTime::parse_from_rfc3339(&s)
-                .map(|t| t.with_timezone(&Utc))
-                .map_err(|e| decode_err(col, e))
-        })
+        .map(|s| rfc3339(&s, col))
         .transpose()
 }
 
