@@ -2,7 +2,7 @@
 //! method on a known route, as grpc-gateway does), `x-api-key` per project, query validation,
 //! and the latency / fault / counter layer around every request.
 
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
 use axum::body::Body;
@@ -18,15 +18,20 @@ use super::model::{DeviceQuery, SimError, SimResult, StateOp, World};
 /// State shared by the server and every handle.
 #[derive(Debug)]
 pub(crate) struct Inner {
-    pub world: Mutex<World>,
+    /// Read-only operations share it, so concurrent list pages are built in parallel as a real
+    /// server would answer them; writes take it alone.
+    pub world: RwLock<World>,
     pub control: Mutex<Control>,
 }
 
 impl Inner {
     /// A poisoned lock only means a panic elsewhere; the data is still consistent enough for a
     /// test double, so keep serving.
-    pub fn world(&self) -> MutexGuard<'_, World> {
-        self.world.lock().unwrap_or_else(|e| e.into_inner())
+    pub fn world(&self) -> RwLockWriteGuard<'_, World> {
+        self.world.write().unwrap_or_else(|e| e.into_inner())
+    }
+    pub fn world_read(&self) -> RwLockReadGuard<'_, World> {
+        self.world.read().unwrap_or_else(|e| e.into_inner())
     }
     pub fn control(&self) -> MutexGuard<'_, Control> {
         self.control.lock().unwrap_or_else(|e| e.into_inner())
@@ -301,7 +306,7 @@ fn authorize(world: &World, headers: &HeaderMap, project: Option<&str>) -> SimRe
     }
 }
 
-/// Run one operation against the world.
+/// Run one operation against the world: the writes here, the reads through [`read`].
 fn execute(
     world: &mut World,
     project: &str,
@@ -311,11 +316,7 @@ fn execute(
 ) -> SimResult<Value> {
     let data = |v: Value| json!({"data": v});
     match op {
-        Op::ListProjects => Ok(json!({"list": [world.project(project)?.to_json()]})),
-        Op::GetProject => Ok(data(world.project(project)?.to_json())),
-        Op::ListDevices => world.list_devices(project, &device_query(&query_pairs(query))?),
         Op::CreateDevice => world.create_device(project, &json_body(body)?).map(data),
-        Op::GetDevice(id) => world.get_device(project, id).map(data),
         Op::UpdateDevice(id) => world
             .update_device(project, id, &json_body(body)?, false)
             .map(data),
@@ -323,11 +324,9 @@ fn execute(
             .update_device(project, id, &json_body(body)?, true)
             .map(data),
         Op::DeleteDevice(id) => world.delete_device(project, id).map(|()| json!({})),
-        Op::ListCredentials(id) => world.list_credentials(project, id),
         Op::CreateCredential(id) => world
             .create_credential(project, id, &json_body(body)?)
             .map(data),
-        Op::GetState(id, path) => world.get_state(project, id, path),
         Op::WriteState(id, path, op) => {
             let value = if *op == StateOp::Delete {
                 Value::Null
@@ -336,27 +335,43 @@ fn execute(
             };
             world.write_state(project, id, path, *op, value)
         }
-        Op::ListTags => {
-            let pairs = query_pairs(query);
-            let (page, per_page) = paging(&pairs)?;
-            world.list_tags(project, page, per_page, first(&pairs, "tagName"))
-        }
         Op::CreateTag => {
             let body = json_body(body)?;
             let name = body.get("name").and_then(Value::as_str).unwrap_or("");
             world.create_tag(project, name).map(data)
         }
-        Op::GetTag(id) => world.get_tag(project, id).map(data),
         Op::UpdateTag(id) => world.rename_tag(project, id, &json_body(body)?).map(data),
         Op::DeleteTag(id) => world.delete_tag(project, id).map(|()| json!({})),
+        Op::CreateBlueprint => world.create_blueprint(project, &json_body(body)?).map(data),
+        Op::DeleteBlueprint(id) => world.delete_blueprint(project, id).map(|()| json!({})),
+        _ => read(world, project, op, query),
+    }
+}
+
+/// Run one read-only operation (`!op.is_write()`) against a shared view of the world.
+fn read(world: &World, project: &str, op: &Op, query: &str) -> SimResult<Value> {
+    let data = |v: Value| json!({"data": v});
+    match op {
+        Op::ListProjects => Ok(json!({"list": [world.project(project)?.to_json()]})),
+        Op::GetProject => Ok(data(world.project(project)?.to_json())),
+        Op::ListDevices => world.list_devices(project, &device_query(&query_pairs(query))?),
+        Op::GetDevice(id) => world.get_device(project, id).map(data),
+        Op::ListCredentials(id) => world.list_credentials(project, id),
+        Op::GetState(id, path) => world.get_state(project, id, path),
+        Op::ListTags => {
+            let pairs = query_pairs(query);
+            let (page, per_page) = paging(&pairs)?;
+            world.list_tags(project, page, per_page, first(&pairs, "tagName"))
+        }
+        Op::GetTag(id) => world.get_tag(project, id).map(data),
         Op::ListBlueprints => {
             let pairs = query_pairs(query);
             let (page, per_page) = paging(&pairs)?;
             world.list_blueprints(project, page, per_page, first(&pairs, "blueprintName"))
         }
-        Op::CreateBlueprint => world.create_blueprint(project, &json_body(body)?).map(data),
         Op::GetBlueprint(id) => world.get_blueprint(project, id).map(data),
-        Op::DeleteBlueprint(id) => world.delete_blueprint(project, id).map(|()| json!({})),
+        // Every write is matched in `execute`, which takes the world alone.
+        _ => Err(SimError::method_not_allowed()),
     }
 }
 
@@ -431,13 +446,16 @@ pub(crate) async fn handle(
     }
 
     let outcome = routed.and_then(|(project, op)| {
+        if !op.is_write() {
+            let world = inner.world_read();
+            let own = authorize(&world, &headers, project.as_deref())?;
+            return read(&world, &own, &op, &query);
+        }
         let mut world = inner.world();
         let own = authorize(&world, &headers, project.as_deref())?;
         let value = execute(&mut world, &own, &op, &query, &body)?;
         drop(world);
-        if op.is_write() {
-            inner.control().count_write(op.kind());
-        }
+        inner.control().count_write(op.kind());
         Ok(value)
     });
     let (status, value) = match outcome {

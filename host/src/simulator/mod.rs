@@ -17,7 +17,7 @@ pub mod model;
 pub mod pipeline;
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use axum::Router;
@@ -70,7 +70,7 @@ impl Simulator {
     /// Bind and serve on the current tokio runtime.
     pub async fn start(opts: SimOptions) -> std::io::Result<SimulatorHandle> {
         let inner = Arc::new(Inner {
-            world: Mutex::new(World::default()),
+            world: RwLock::new(World::default()),
             control: Mutex::new(Control::new(opts.request_log_capacity)),
         });
         let listener = tokio::net::TcpListener::bind(opts.bind).await?;
