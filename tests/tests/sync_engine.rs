@@ -2,7 +2,8 @@
 //! devices through the native host against the Golioth simulator, idempotence (a second run
 //! writes nothing on either side), dry runs, interrupted runs ending like uninterrupted ones,
 //! retryable and permanent Golioth failures, one run per service under concurrent requests,
-//! incomplete listings, targeted runs, conflicts, and the routes' authentication.
+//! incomplete listings, a resync's first listing window sized by its links (a shrunken project
+//! still completes), targeted runs, conflicts, and the routes' authentication.
 
 mod common_sync;
 
@@ -829,4 +830,39 @@ async fn exported_devices_get_psk_credentials_when_configured() {
     }
     // The key itself is never kept or shown.
     assert!(!v.to_string().contains("preSharedKey"));
+}
+
+#[tokio::test]
+async fn a_resync_asks_for_its_links_pages_at_once_and_a_shrunken_project_still_completes() {
+    let e = env().await;
+    let svc = e.service("shrink", json!({})).await;
+    let ids = e.seed_remote(&svc, "sh", 250);
+    e.sync_done(&svc, json!({"operation": "bidirectional"}))
+        .await;
+    let mut first = e.list_requests(&svc);
+    assert_eq!(first[0], 0, "a first sync learns the size from page 0");
+    first.sort();
+    assert_eq!(first, vec![0, 1, 2]);
+    // 150 devices go away in Golioth: the 250 links still ask for 3 pages, 2 of them past the
+    // end, which answer an empty list.
+    for id in &ids[..150] {
+        e.sim.console_delete_device(&svc.project, id).unwrap();
+    }
+    let v = e
+        .sync_done(&svc, json!({"operation": "bidirectional"}))
+        .await;
+    assert_eq!(v["status"], "completed", "{v}");
+    assert_eq!(v["summary"]["deleted_local"], 150, "{v}");
+    let mut second = e.list_requests(&svc)[first.len()..].to_vec();
+    second.sort();
+    assert_eq!(second, vec![0, 1, 2]);
+    // The links that are left ask for one page.
+    let v = e
+        .sync_done(&svc, json!({"operation": "bidirectional"}))
+        .await;
+    assert_eq!(v["status"], "completed", "{v}");
+    assert_eq!(v["summary"]["deleted_local"], 0, "{v}");
+    let third = e.list_requests(&svc)[first.len() + second.len()..].to_vec();
+    assert_eq!(third, vec![0]);
+    assert_eq!(e.remote_state(&svc).len(), 100);
 }

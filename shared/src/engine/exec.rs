@@ -165,6 +165,11 @@ pub(crate) struct Exec<'c> {
     pub stats: Stats,
     /// Listing pages fetched per round trip window.
     pub fetch_window: u32,
+    /// Pages a window asks for while no page has told the listing's `total` (the run's first
+    /// window): as many as the service's links suggest, at most `fetch_window`, so a resync's
+    /// first round trip already brings a full window. A guess that is too large costs only
+    /// requests for pages past the end, which answer an empty list.
+    pub first_window: u32,
     /// Golioth ids this slice's listing pages brought, stored (`sync_run_seen`) with the
     /// slice's commit; the cursor keeps no ids, so it stays small however large the fleet.
     pub pending_seen: Vec<String>,
@@ -210,14 +215,16 @@ fn ms_since(t: Instant) -> u64 {
     t.elapsed().as_millis() as u64
 }
 
-/// The pages `tracker` still needs, `width` at most, below the page ceiling.
-fn window_of(tracker: &ListingTracker, width: u32) -> Option<Range<u32>> {
+/// The pages `tracker` still needs, `width` at most, below the page ceiling; `unknown` pages
+/// while the listing's size is not known yet.
+fn window_of(tracker: &ListingTracker, width: u32, unknown: u32) -> Option<Range<u32>> {
     let next = tracker.next_page().filter(|n| *n < DEFAULT_MAX_PAGES)?;
+    let width = width.max(1);
     let end = match tracker.expected_pages() {
-        Some(exp) => exp.max(next + 1).min(next + width.max(1)),
-        None => next + 1,
+        Some(exp) => exp.max(next + 1).min(next + width),
+        None => next + unknown.clamp(1, width),
     };
-    Some(next..end)
+    Some(next..end.min(DEFAULT_MAX_PAGES))
 }
 
 impl<'c> Exec<'c> {
@@ -313,7 +320,7 @@ impl<'c> Exec<'c> {
     /// finished (or at the page ceiling).
     fn next_window(&mut self) -> Option<Range<u32>> {
         let tracker = self.cursor.tracker.get_or_insert_with(ListingTracker::new);
-        window_of(tracker, self.fetch_window)
+        window_of(tracker, self.fetch_window, self.first_window)
     }
 
     /// Fetch the next window of listing pages (`fetch_window` at once) and process them as one
@@ -355,7 +362,7 @@ impl<'c> Exec<'c> {
             self.cursor
                 .tracker
                 .as_ref()
-                .and_then(|t| window_of(&t.after(&pages), self.fetch_window))
+                .and_then(|t| window_of(&t.after(&pages), self.fetch_window, self.first_window))
         };
         let mut counts = match ahead {
             None => self.process_window(pages).await?,
@@ -1363,4 +1370,79 @@ fn finalize(items: &[Item], applied: &HashSet<Uuid>, opts: &SyncOptions, dry: bo
         }
     }
     rows
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Page `n` of a listing of `total` devices, 100 per page, holding `len` devices.
+    fn page(n: u32, len: u32, total: u64) -> DevicePage {
+        DevicePage {
+            page: n,
+            requested_per_page: 100,
+            devices: (0..len)
+                .map(|i| {
+                    let id = format!("{:024x}", u64::from(n) * 1000 + u64::from(i));
+                    Device::from_json(&json!({ "id": id })).unwrap()
+                })
+                .collect(),
+            per_page: Some(100),
+            total: Some(total),
+            invalid_entries: 0,
+        }
+    }
+
+    #[test]
+    fn an_unknown_listing_asks_for_the_hinted_pages_within_the_width() {
+        let t = ListingTracker::new();
+        assert_eq!(window_of(&t, 8, 1), Some(0..1));
+        assert_eq!(window_of(&t, 8, 3), Some(0..3));
+        assert_eq!(window_of(&t, 8, 8), Some(0..8));
+        assert_eq!(window_of(&t, 8, 20), Some(0..8));
+        assert_eq!(window_of(&t, 8, 0), Some(0..1));
+        // A one-page budget asks for one page whatever the hint.
+        assert_eq!(window_of(&t, 1, 20), Some(0..1));
+    }
+
+    #[test]
+    fn a_known_total_decides_the_window_not_the_hint() {
+        let mut t = ListingTracker::new();
+        t.record(page(0, 100, 250));
+        assert_eq!(window_of(&t, 8, 8), Some(1..3));
+        assert_eq!(window_of(&t, 8, 1), Some(1..3));
+        assert_eq!(window_of(&t, 1, 8), Some(1..2));
+        t.record(page(1, 100, 250));
+        t.record(page(2, 50, 250));
+        assert_eq!(window_of(&t, 8, 8), None);
+    }
+
+    #[test]
+    fn pages_past_a_shrunken_listing_end_it_and_the_window_stays_below_the_ceiling() {
+        // The hint said 8 pages; the project now holds 150 devices: pages 2.. come back empty.
+        let pages: Vec<DevicePage> = (0..8)
+            .map(|n| page(n, [100, 50].get(n as usize).copied().unwrap_or(0), 150))
+            .collect();
+        let after = ListingTracker::new().after(&pages);
+        assert_eq!(window_of(&after, 8, 8), None);
+        let mut t = ListingTracker::new();
+        for p in pages {
+            t.record(p);
+        }
+        assert!(t.summary().complete, "{:?}", t.summary());
+        // Full pages without `total`, up to two below the page ceiling: the hint stops there.
+        let mut near_ceiling = ListingTracker::new();
+        for n in 0..DEFAULT_MAX_PAGES - 2 {
+            near_ceiling.record(DevicePage {
+                page: n,
+                requested_per_page: 100,
+                devices: Vec::new(),
+                per_page: Some(100),
+                total: None,
+                invalid_entries: 100,
+            });
+        }
+        let last = DEFAULT_MAX_PAGES;
+        assert_eq!(window_of(&near_ceiling, 8, 8), Some(last - 2..last));
+    }
 }

@@ -22,7 +22,7 @@ use super::exec::{Exec, PAGE_CONCURRENCY};
 use super::progress::{Cursor, Phase, Stats, Target};
 use crate::api::Ctx;
 use crate::api::services::{credentials, golioth_config, keyring};
-use crate::golioth::{GoliothClient, GoliothDeviceId, TagMap};
+use crate::golioth::{GoliothClient, GoliothDeviceId, MAX_PER_PAGE, TagMap};
 use crate::ports::DbError;
 use crate::service::ServiceConfig;
 use crate::store::{self, runs::Lease, runs::RunRow, services::ServiceRow, sync_log::LogRow};
@@ -98,6 +98,9 @@ pub async fn process_run(
 struct Loaded {
     run: RunRow,
     service: ServiceRow,
+    /// The service's links with a Golioth id, read when a listing run starts afresh: how many
+    /// pages its first window asks for (see `Exec::first_window`).
+    linked: Option<u64>,
 }
 
 /// Drive a run this worker has just claimed.
@@ -125,12 +128,28 @@ pub(crate) async fn drive(
             let Some(run) = store::runs::get(tx, org, run_id, true).await? else {
                 return Ok::<_, DbError>(None);
             };
-            let service = store::services::get(tx, org, run.service_id).await?;
-            Ok(service.map(|service| Loaded { run, service }))
+            let Some(service) = store::services::get(tx, org, run.service_id).await? else {
+                return Ok(None);
+            };
+            let lists = run.cursor.is_none()
+                && initial_cursor(&run.params).is_ok_and(|c| c.phase == Phase::Listing);
+            let linked = match lists {
+                true => Some(store::sync::linked_count(tx, org, service.id).await?),
+                false => None,
+            };
+            Ok(Some(Loaded {
+                run,
+                service,
+                linked,
+            }))
         })
     })
     .await;
-    let Loaded { run, service } = match loaded {
+    let Loaded {
+        run,
+        service,
+        linked,
+    } = match loaded {
         Ok(Some(l)) => l,
         Ok(None) => {
             out.error = Some("run or service not found".into());
@@ -171,6 +190,7 @@ pub(crate) async fn drive(
         ctx,
         &run,
         &service,
+        linked,
         owner,
         now,
         lease_until,
@@ -315,6 +335,7 @@ async fn setup<'c>(
     ctx: &'c Ctx<'c>,
     run: &RunRow,
     service: &ServiceRow,
+    linked: Option<u64>,
     owner: &str,
     now: DateTime<Utc>,
     lease_until: DateTime<Utc>,
@@ -350,6 +371,11 @@ async fn setup<'c>(
             .map_err(|_| EngineError::Config("the run's cursor cannot be read".into()))?,
         None => initial_cursor(params)?,
     };
+    let fetch_window = if budget < Duration::from_secs(2) {
+        1
+    } else {
+        PAGE_CONCURRENCY
+    };
     let mut exec = Exec {
         ctx,
         client,
@@ -367,11 +393,13 @@ async fn setup<'c>(
         tags_refreshed: false,
         cursor,
         stats: Stats::from_json(&run.stats),
-        fetch_window: if budget < Duration::from_secs(2) {
-            1
-        } else {
-            PAGE_CONCURRENCY
-        },
+        fetch_window,
+        first_window: linked.map_or(1, |n| {
+            let pages = n.div_ceil(u64::from(MAX_PER_PAGE));
+            u32::try_from(pages)
+                .unwrap_or(u32::MAX)
+                .clamp(1, fetch_window)
+        }),
         pending_seen: Vec::new(),
         deadline,
         prefetched: None,

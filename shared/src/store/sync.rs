@@ -408,6 +408,20 @@ pub async fn seen_before(
     rows.iter().map(|r| r.get("external_id")).collect()
 }
 
+/// How many of `service`'s links carry a Golioth id: about as many devices as its next listing
+/// will find (a size hint for the listing's first window, never a fact the sync relies on).
+pub async fn linked_count(db: &dyn Db, org: Uuid, service: Uuid) -> Result<u64, DbError> {
+    let rows = db
+        .query(
+            "SELECT count(*)::int8 AS n FROM device_service_assignments \
+             WHERE organization_id = $1 AND service_id = $2 AND external_device_id IS NOT NULL",
+            &[Param::Uuid(org), Param::Uuid(service)],
+        )
+        .await?;
+    let n: i64 = rows.first().map(|r| r.get("n")).transpose()?.unwrap_or(0);
+    Ok(u64::try_from(n).unwrap_or(0))
+}
+
 // ---------------------------------------------------------------------------------------------
 // Bulk writes of one slice (all inside the slice's transaction)
 // ---------------------------------------------------------------------------------------------
