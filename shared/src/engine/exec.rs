@@ -1442,7 +1442,7 @@ mod tests {
                 invalid_entries: 100,
             });
         }
-        let last = DEFAULT_MAX_PAGES;
-        assert_eq!(window_of(&near_ceiling, 8, 8), Some(last - 2..last));
+        let ceiling = DEFAULT_MAX_PAGES;
+        assert_eq!(window_of(&near_ceiling, 8, 8), Some(ceiling - 2..ceiling));
     }
 }

@@ -133,9 +133,10 @@ pub(crate) async fn drive(
             };
             let lists = run.cursor.is_none()
                 && initial_cursor(&run.params).is_ok_and(|c| c.phase == Phase::Listing);
-            let linked = match lists {
-                true => Some(store::sync::linked_count(tx, org, service.id).await?),
-                false => None,
+            let linked = if lists {
+                Some(store::sync::linked_count(tx, org, service.id).await?)
+            } else {
+                None
             };
             Ok(Some(Loaded {
                 run,
