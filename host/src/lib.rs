@@ -1,6 +1,7 @@
 //! The native host: serves `spin.toml`'s HTTP routes with the same `shared` handlers on
 //! tokio/hyper, runs the tick on a timer, hosts the Golioth simulator, finds or starts Postgres
-//! and applies migrations. `cargo xtask up` and the integration tests both start it from here.
+//! and applies migrations. `cargo xtask up` and the integration tests both start it from here;
+//! `spin_up` starts the same app under the real Spin CLI for the Spin suite and benchmarks.
 
 pub mod dev;
 pub mod keys;
@@ -9,3 +10,4 @@ pub mod migrate;
 pub mod pgenv;
 pub mod server;
 pub mod simulator;
+pub mod spin_up;

@@ -111,6 +111,18 @@ impl Manifest {
         self.components.keys().map(String::as_str)
     }
 
+    /// The components that serve HTTP routes, each once, in route order (what `spin up -c …`
+    /// starts to run the app without its cron trigger).
+    pub fn http_components(&self) -> Vec<&str> {
+        let mut ids: Vec<&str> = Vec::new();
+        for r in &self.http_routes {
+            if !ids.contains(&r.component_id.as_str()) {
+                ids.push(&r.component_id);
+            }
+        }
+        ids
+    }
+
     pub fn component_source(&self, id: &str) -> Option<&str> {
         self.components.get(id).and_then(|c| c.source.as_deref())
     }

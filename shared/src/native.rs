@@ -4,7 +4,6 @@
 
 use std::cell::Cell;
 use std::error::Error as StdError;
-use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -15,7 +14,7 @@ use tokio::sync::OnceCell;
 use tokio_postgres::NoTls;
 use tokio_postgres::types::{IsNull, ToSql, Type, WrongType};
 
-use crate::ports::{Clock, Db, DbError, HttpClient, HttpError, Param, Row, Value};
+use crate::ports::{Clock, Db, DbError, HttpClient, HttpError, Param, Row, Value, nonempty};
 
 /// Statements sent to Postgres by this process (benchmarks report it).
 static STATEMENTS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
@@ -258,17 +257,15 @@ impl Db for PgDb {
         let bound = binds(params);
         let refs: Vec<&(dyn ToSql + Sync)> =
             bound.iter().map(|b| b as &(dyn ToSql + Sync)).collect();
-        let stmt = conn.prepare_cached(sql).await.map_err(map_err)?;
+        let guarded = nonempty::wrap(sql)?;
+        let stmt = conn.prepare_cached(&guarded).await.map_err(map_err)?;
         let rows = conn.query(&stmt, &refs).await.map_err(map_err)?;
-        let columns: Arc<[String]> = stmt.columns().iter().map(|c| c.name().to_owned()).collect();
-        rows.iter()
-            .map(|r| {
-                let values = (0..r.len())
-                    .map(|i| decode(r, i))
-                    .collect::<Result<_, _>>()?;
-                Ok(Row::new(columns.clone(), values))
-            })
-            .collect()
+        let columns: Vec<String> = stmt.columns().iter().map(|c| c.name().to_owned()).collect();
+        let values = rows
+            .iter()
+            .map(|r| (0..r.len()).map(|i| decode(r, i)).collect())
+            .collect::<Result<Vec<Vec<Value>>, _>>()?;
+        nonempty::unwrap(&columns, values)
     }
 
     async fn execute(&self, sql: &str, params: &[Param]) -> Result<u64, DbError> {

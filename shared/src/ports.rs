@@ -12,6 +12,8 @@ use chrono::{DateTime, Utc};
 use futures::future::LocalBoxFuture;
 use uuid::Uuid;
 
+pub mod nonempty;
+
 // ---------------------------------------------------------------------------------------------
 // Db
 // ---------------------------------------------------------------------------------------------
@@ -190,6 +192,9 @@ impl DbError {
 
 /// One database connection. A transaction is `BEGIN … COMMIT` on it; use [`transaction`], which
 /// always ends the transaction (Spin's pool does not roll back a returned connection).
+/// Every implementation sends a `query` through [`nonempty::wrap`] and reads its answer back
+/// through [`nonempty::unwrap`], so no query yields zero rows on the wire (Spin 4.0.0–4.0.2 hang
+/// on one) and both hosts send the same statements.
 #[async_trait(?Send)]
 pub trait Db {
     async fn query(&self, sql: &str, params: &[Param]) -> Result<Vec<Row>, DbError>;

@@ -4,7 +4,6 @@
 use std::cell::OnceCell;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -14,7 +13,9 @@ use chrono::{DateTime, Utc};
 use spin_sdk::pg4::{self, DbValue, ParameterValue};
 
 use crate::api::{self, Component, Ctx};
-use crate::ports::{Clock, Config, Db, DbError, HttpClient, HttpError, Param, Row, Value};
+use crate::ports::{
+    Clock, Config, Db, DbError, HttpClient, HttpError, Param, Row, Value, nonempty,
+};
 use crate::settings::vars;
 
 /// Spin's Postgres binding (interface 4.0.0). Opens the connection on first use, so requests that
@@ -112,19 +113,20 @@ fn map_err(e: pg4::PgError) -> DbError {
 impl Db for SpinDb {
     async fn query(&self, sql: &str, params: &[Param]) -> Result<Vec<Row>, DbError> {
         let params: Vec<ParameterValue> = params.iter().map(to_param).collect();
-        let set = self.conn()?.query(sql, &params).map_err(map_err)?;
-        let columns: Arc<[String]> = set.columns.iter().map(|c| c.name.clone()).collect();
-        set.rows
+        let guarded = nonempty::wrap(sql)?;
+        let set = self.conn()?.query(&guarded, &params).map_err(map_err)?;
+        let columns: Vec<String> = set.columns.iter().map(|c| c.name.clone()).collect();
+        let values = set
+            .rows
             .iter()
             .map(|r| {
-                let values = r
-                    .iter()
+                r.iter()
                     .zip(columns.iter())
                     .map(|(v, c)| from_db(v, c))
-                    .collect::<Result<Vec<_>, _>>()?;
-                Ok(Row::new(columns.clone(), values))
+                    .collect::<Result<Vec<_>, _>>()
             })
-            .collect()
+            .collect::<Result<Vec<_>, _>>()?;
+        nonempty::unwrap(&columns, values)
     }
 
     async fn execute(&self, sql: &str, params: &[Param]) -> Result<u64, DbError> {

@@ -1,6 +1,12 @@
 //! The integration-test harness (`spawn_app()`, STYLE habit 8): a fresh database per test cloned
 //! from a migrated template, the native host on port 0 connected as the application role, typed
 //! request helpers and a JWT minter. Databases are dropped when the `TestApp` is dropped.
+//!
+//! With `GS_TEST_HOST=spin` the same tests run against the real Spin runtime: each app is a
+//! `spin up` of `spin.toml`'s HTTP components (built beforehand by `cargo xtask test-spin`) on a
+//! free port, with the test's variables as `SPIN_VARIABLE_*`. Tests that need the native host's
+//! internals call [`native_only`] first; `GS_TEST_REPORT` names a file where each test records
+//! whether it ran on Spin or was native-only, which the xtask counts.
 
 use std::collections::HashMap;
 use std::sync::OnceLock;
@@ -10,6 +16,7 @@ use anyhow::{Context, Result};
 use host::manifest::{self, Manifest};
 use host::pgenv::{self, PgServer};
 use host::server::{self, HostOptions, RunningHost};
+use host::spin_up::{self, SpinApp, SpinOptions};
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -158,7 +165,7 @@ pub struct TestApp {
     server_admin_url: String,
     /// The application variables the host was started with (before resolution).
     env: HashMap<String, String>,
-    host: Option<RunningHost>,
+    host: Option<Host>,
 }
 
 /// Options for `spawn_app_with`.
@@ -213,9 +220,84 @@ async fn try_spawn(opts: AppOptions) -> Result<TestApp> {
     })
 }
 
-fn start_host(env: &HashMap<String, String>) -> Result<RunningHost> {
+/// Whether this test process runs the apps under Spin (`GS_TEST_HOST=spin`).
+pub fn on_spin() -> bool {
+    std::env::var("GS_TEST_HOST").is_ok_and(|h| h == "spin")
+}
+
+/// Append `kind\ttest\tdetail` to the `GS_TEST_REPORT` file, if one is set.
+pub fn report(kind: &str, detail: &str) {
+    use std::io::Write;
+    let Some(path) = std::env::var_os("GS_TEST_REPORT") else {
+        return;
+    };
+    let test = std::thread::current()
+        .name()
+        .unwrap_or("unnamed")
+        .to_owned();
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+    {
+        let _ = writeln!(f, "{kind}\t{test}\t{detail}");
+    }
+}
+
+/// Call first in a test that needs the native host's internals (an in-process engine call, the
+/// host's in-memory state, its statement counter). Under the Spin suite it records the reason and
+/// returns `true`: the test then returns without running. On the native host it returns `false`.
+#[must_use]
+pub fn native_only(reason: &str) -> bool {
+    if on_spin() {
+        report("native-only", reason);
+        eprintln!("native-only: {reason}");
+        true
+    } else {
+        false
+    }
+}
+
+/// A running host for one test: the native host in this process, or `spin up`.
+pub enum Host {
+    Native(RunningHost),
+    Spin(SpinApp),
+}
+
+impl Host {
+    pub fn base_url(&self) -> String {
+        match self {
+            Host::Native(h) => h.base_url(),
+            Host::Spin(s) => s.base_url(),
+        }
+    }
+
+    /// Stop the host now (the Spin process group is killed).
+    pub fn shutdown(self) {
+        match self {
+            Host::Native(h) => h.shutdown(),
+            Host::Spin(mut s) => s.stop(),
+        }
+    }
+}
+
+fn start_host(env: &HashMap<String, String>) -> Result<Host> {
+    if on_spin() {
+        report("spin", "");
+        let components = manifest()
+            .http_components()
+            .into_iter()
+            .map(str::to_owned)
+            .collect();
+        return Ok(Host::Spin(spin_up::start(&SpinOptions {
+            manifest: manifest::default_path(),
+            vars: env.clone(),
+            components,
+            ..SpinOptions::default()
+        })?));
+    }
     let app_vars = manifest().resolve_variables(env)?;
-    server::start(
+    Ok(Host::Native(server::start(
         manifest(),
         &app_vars,
         HostOptions {
@@ -224,7 +306,7 @@ fn start_host(env: &HashMap<String, String>) -> Result<RunningHost> {
             tick_interval: None,
             pool_size: 8,
         },
-    )
+    )?))
 }
 
 impl Drop for TestApp {
@@ -259,10 +341,33 @@ impl TestResponse {
     }
 }
 
+/// Start another app under Spin for a Spin-only test (a test manifest, the cron trigger), counted
+/// as a test that ran on Spin.
+pub fn start_spin(opts: &SpinOptions) -> SpinApp {
+    report("spin", "");
+    match spin_up::start(opts) {
+        Ok(app) => app,
+        Err(e) => panic!("spin up: {e:#}"),
+    }
+}
+
 impl TestApp {
+    /// The host serving this app (the native host, or `spin up` with its log folder).
+    pub fn host(&self) -> &Host {
+        match &self.host {
+            Some(h) => h,
+            None => panic!("the host was shut down"),
+        }
+    }
+
+    /// The application variables this app was started with (database, secrets, base URLs).
+    pub fn vars(&self) -> &HashMap<String, String> {
+        &self.env
+    }
+
     /// Start a second host on this test's database with some variables overridden (e.g. a new
     /// encryption key ring). It stops when the returned handle is dropped.
-    pub fn another_host(&self, overrides: &[(&str, &str)]) -> RunningHost {
+    pub fn another_host(&self, overrides: &[(&str, &str)]) -> Host {
         let mut env = self.env.clone();
         for (k, v) in overrides {
             env.insert((*k).to_owned(), (*v).to_owned());
