@@ -89,12 +89,15 @@ impl ApiError {
             Some(format!("{what} is not implemented yet")),
         )
     }
+    /// A transient failure (the database is down or out of connections, say): 503 with
+    /// `Retry-After: 1`, so a webhook sender or a client backs off and tries again.
     pub fn unavailable(detail: impl Into<String>) -> Self {
         Self::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "Service Unavailable",
             Some(detail.into()),
         )
+        .with_header("retry-after", "1".into())
     }
     /// An internal failure: the client sees only "internal error"; `cause` goes to the log.
     pub fn internal(cause: impl std::fmt::Display) -> Self {

@@ -190,6 +190,22 @@ impl DbError {
     }
 }
 
+/// The SQLSTATE inside an error that reached the guest only as text. Spin 4.0.2 hands some
+/// database errors to a `postgres@4.0.0` guest as the `Debug` text of the whole error, e.g.
+/// `Error::QueryFailed(QueryError::DbError(DbError { as-text: "…", severity: "ERROR", code:
+/// "23505", … }))`; without the code, a unique violation would be a 500 instead of a 409.
+pub fn sqlstate_in_text(text: &str) -> Option<String> {
+    text.match_indices("code: \"").find_map(|(i, m)| {
+        let code = text.get(i + m.len()..i + m.len() + 5)?;
+        let closed = text[i + m.len() + 5..].starts_with('"');
+        (closed
+            && code
+                .bytes()
+                .all(|b| b.is_ascii_digit() || b.is_ascii_uppercase()))
+        .then(|| code.to_owned())
+    })
+}
+
 /// One database connection. A transaction is `BEGIN … COMMIT` on it; use [`transaction`], which
 /// always ends the transaction (Spin's pool does not roll back a returned connection).
 /// Every implementation sends a `query` through [`nonempty::wrap`] and reads its answer back
@@ -273,5 +289,24 @@ pub trait Config {
 impl Config for std::collections::HashMap<String, String> {
     fn get(&self, name: &str) -> Option<String> {
         std::collections::HashMap::get(self, name).cloned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sqlstate_in_text;
+
+    #[test]
+    fn the_sqlstate_is_found_in_spins_debug_text_of_a_database_error() {
+        let text = r#"Error::QueryFailed(QueryError::DbError(DbError { as-text: "Error { kind: Db, cause: Some(DbError { severity: \"ERROR\", code: SqlState(E23505), message: \"duplicate key\" }) }", severity: "ERROR", code: "23505", message: "duplicate key value violates unique constraint" }))"#;
+        assert_eq!(sqlstate_in_text(text).as_deref(), Some("23505"));
+        assert_eq!(
+            sqlstate_in_text(r#"DbError { code: "40P01", message: "deadlock detected" }"#)
+                .as_deref(),
+            Some("40P01")
+        );
+        assert_eq!(sqlstate_in_text("connection refused"), None);
+        assert_eq!(sqlstate_in_text(r#"code: "2350""#), None);
+        assert_eq!(sqlstate_in_text(r#"code: "abcde""#), None);
     }
 }

@@ -96,14 +96,12 @@ fn map_err(e: pg4::PgError) -> DbError {
             code: Some(d.code),
             message: d.message,
         },
-        pg4::PgError::QueryFailed(pg4::QueryError::Text(m)) => DbError::Query {
-            code: None,
-            message: m,
-        },
-        pg4::PgError::BadParameter(m)
+        // Spin 4.0.2 passes some database errors as text only: read the SQLSTATE out of it.
+        pg4::PgError::QueryFailed(pg4::QueryError::Text(m))
+        | pg4::PgError::BadParameter(m)
         | pg4::PgError::ValueConversionFailed(m)
         | pg4::PgError::Other(m) => DbError::Query {
-            code: None,
+            code: crate::ports::sqlstate_in_text(&m),
             message: m,
         },
     }

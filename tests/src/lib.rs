@@ -240,7 +240,8 @@ pub fn report(kind: &str, detail: &str) {
         .append(true)
         .open(path)
     {
-        let _ = writeln!(f, "{kind}\t{test}\t{detail}");
+        // One write per line: tests of one process append concurrently (O_APPEND).
+        let _ = f.write_all(format!("{kind}\t{test}\t{detail}\n").as_bytes());
     }
 }
 

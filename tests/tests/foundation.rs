@@ -36,6 +36,9 @@ async fn health_answers_503_problem_when_the_database_is_down() {
     );
 }
 
+/// spin.toml's wildcard route: what matches no other route goes to device-sync's 404.
+const CATCH_ALL: &str = "/...";
+
 /// spin.toml's routes and each component's route table are the same set of patterns.
 #[test]
 fn spin_toml_routes_match_the_shared_route_tables() {
@@ -44,12 +47,20 @@ fn spin_toml_routes_match_the_shared_route_tables() {
         let in_manifest: BTreeSet<String> = m
             .http_routes
             .iter()
-            .filter(|r| r.component_id == c.id())
+            .filter(|r| r.component_id == c.id() && r.pattern.as_str() != CATCH_ALL)
             .map(|r| r.pattern.as_str().to_owned())
             .collect();
         let in_code: BTreeSet<String> = routes(c).iter().map(|r| r.pattern.to_owned()).collect();
         assert_eq!(in_manifest, in_code, "component {}", c.id());
     }
+    // The one catch-all: device-sync answers unknown paths with problem+json on both hosts.
+    let catch_all: Vec<&str> = m
+        .http_routes
+        .iter()
+        .filter(|r| r.pattern.as_str() == CATCH_ALL)
+        .map(|r| r.component_id.as_str())
+        .collect();
+    assert_eq!(catch_all, vec!["device-sync"]);
     let ids: BTreeSet<&str> = m.component_ids().collect();
     assert_eq!(
         ids,

@@ -12,7 +12,7 @@
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use uuid::Uuid;
 
@@ -62,7 +62,7 @@ pub fn new_owner(kind: &str) -> String {
 }
 
 /// What driving a run did.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DriveOutcome {
     pub run_id: Uuid,
     pub organization_id: Uuid,

@@ -8,7 +8,7 @@
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Months, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::run::{DriveOutcome, drive, lease_until, new_owner};
@@ -29,7 +29,8 @@ pub const MAX_QUEUED_PER_TICK: i32 = 500;
 pub const MAX_PRUNED_PER_TICK: i32 = 10_000;
 
 /// What a tick did, answered as JSON by `POST /internal/tick`.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct TickOutcome {
     pub now: DateTime<Utc>,
     /// Whether this tick did the housekeeping (one tick at a time does).

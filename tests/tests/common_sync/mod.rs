@@ -284,8 +284,31 @@ impl Env {
         .collect()
     }
 
-    /// One scheduler step in-process at `now` (the app role's connection, like the host).
+    /// One scheduler step at `now` with `budget`: in-process on the native host (the app role's
+    /// connection, like the host). Under Spin it is a real `POST /internal/tick` to the app,
+    /// which ticks at the real time with the configured budget: a test that needs another `now`
+    /// must be marked native-only.
     pub async fn tick(&self, now: DateTime<Utc>, budget: Duration) -> TickOutcome {
+        if harness::on_spin() {
+            let skew = (now - Utc::now()).num_milliseconds().abs();
+            assert!(
+                skew < 5_000,
+                "a tick at {now} cannot be sent to Spin: mark the test native-only"
+            );
+            let _ = budget;
+            let r = self
+                .app
+                .send(
+                    self.app
+                        .client
+                        .post(format!("{}/internal/tick", self.app.base_url))
+                        .bearer_auth(INTERNAL_TOKEN),
+                )
+                .await;
+            assert_eq!(r.status, 200, "{}", r.text());
+            return serde_json::from_slice(&r.body)
+                .unwrap_or_else(|e| panic!("tick answer: {e}: {}", r.text()));
+        }
         let db = self.pool.lazy();
         let config = self.config();
         let ctx = Ctx::new(&db, &self.http, &SystemClock, &config);
