@@ -1,17 +1,21 @@
 //! `cargo xtask bench`: the benchmark harness (issue 9). Release build of the native host run as
 //! its own process, a real Postgres, the Golioth simulator (in this process) with a per-request
 //! latency, and a load generator process for webhooks. Prints one table and writes it as JSON.
-//! Time is judged here and only here; tests never assert on speed.
+//! Time is judged here and only here; tests never assert on speed. `--host spin` runs the
+//! scenarios a second time under `spin up` of the same app and prints both side by side
+//! (`bench_spin.rs`).
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use host::pgenv;
 use host::simulator::{ProjectSpec, SeedSpec, SimOptions, Simulator, SimulatorHandle};
+use host::spin_up::SpinApp;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -31,6 +35,13 @@ pub struct BenchOptions {
     pub webhook_warmup: u64,
     /// Scenarios left out (`--skip baseline,webhook`), for quicker profiling runs.
     pub skip: Vec<String>,
+    /// `--host spin`: run the scenarios on the native host and then under `spin up` of the same
+    /// app, each with a fresh database and simulator, and print them side by side. `--host
+    /// native` (the default) is the native run alone.
+    pub spin: bool,
+    /// `--spin-webhook-rate a,b,…`: the rates offered to the webhook under Spin (one row each;
+    /// the native host is run at each of them too, beside its own `--webhook-rate`).
+    pub spin_webhook_rates: Vec<u64>,
 }
 
 impl Default for BenchOptions {
@@ -42,6 +53,8 @@ impl Default for BenchOptions {
             webhook_seconds: 10,
             webhook_warmup: 2,
             skip: Vec::new(),
+            spin: false,
+            spin_webhook_rates: vec![1_000],
         }
     }
 }
@@ -64,6 +77,19 @@ impl BenchOptions {
                 "--webhook-seconds" => o.webhook_seconds = next()?.parse()?,
                 "--webhook-warmup" => o.webhook_warmup = next()?.parse()?,
                 "--skip" => o.skip = next()?.split(',').map(|s| s.trim().to_owned()).collect(),
+                "--host" => {
+                    o.spin = match next()?.as_str() {
+                        "native" => false,
+                        "spin" => true,
+                        other => bail!("--host native|spin, not {other}"),
+                    }
+                }
+                "--spin-webhook-rate" => {
+                    o.spin_webhook_rates = next()?
+                        .split(',')
+                        .map(|s| s.trim().parse())
+                        .collect::<Result<_, _>>()?
+                }
                 other => bail!("unknown bench option {other}"),
             }
         }
@@ -161,6 +187,77 @@ impl HostProcess {
     }
 }
 
+/// Which host a pass of the benchmark runs the product on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum HostKind {
+    Native,
+    Spin,
+}
+
+impl HostKind {
+    fn name(self) -> &'static str {
+        match self {
+            HostKind::Native => "native",
+            HostKind::Spin => "spin",
+        }
+    }
+}
+
+/// The product under test: the native host as its own process, or `spin up` of the app.
+enum Running {
+    Native(HostProcess),
+    Spin { app: SpinApp, base: String },
+}
+
+/// What a host used while it ran: the native host's own statement count (Spin reports none),
+/// its peak RSS, and extra row fields: with `--host spin` the database's counters over the same
+/// interval, and Spin's trigger process' own peak RSS.
+struct Usage {
+    statements: Option<u64>,
+    peak_kib: u64,
+    extra: Option<Value>,
+}
+
+impl Running {
+    fn base(&self) -> &str {
+        match self {
+            Running::Native(h) => &h.base,
+            Running::Spin { base, .. } => base,
+        }
+    }
+
+    /// The processes whose CPU is the host's.
+    fn procs(&self) -> crate::bench_spin::HostProcs {
+        match self {
+            Running::Native(h) => crate::bench_spin::HostProcs::Pid(h.child.id()),
+            Running::Spin { app, .. } => crate::bench_spin::HostProcs::Group(app.pid()),
+        }
+    }
+
+    fn stop(self) -> Result<Usage> {
+        match self {
+            Running::Native(h) => {
+                let (statements, peak_kib) = h.stop()?;
+                Ok(Usage {
+                    statements: Some(statements),
+                    peak_kib,
+                    extra: None,
+                })
+            }
+            Running::Spin { mut app, .. } => {
+                // `spin up` and its `spin trigger http` child (which serves the requests).
+                let (peak_kib, trigger_kib) = crate::bench_spin::spin_peak_rss_kib(app.pid());
+                app.stop();
+                Ok(Usage {
+                    statements: None,
+                    peak_kib,
+                    extra: Some(json!({"spin_trigger_peak_rss_mib": trigger_kib / 1024})),
+                })
+            }
+        }
+    }
+}
+
 struct Bench {
     opts: BenchOptions,
     binary: PathBuf,
@@ -171,6 +268,10 @@ struct Bench {
     rows: Vec<Value>,
     /// `/proc/stat` CPU counters when the previous row was written (see [`cpu_times`]).
     cpu_mark: Option<(u64, u64)>,
+    /// The host of the current pass.
+    host: HostKind,
+    /// `--host spin` only: the database's counters, read around each scenario.
+    stats: Option<Arc<crate::bench_spin::PgStats>>,
 }
 
 /// All CPU time and the part of it stolen by the hypervisor (`/proc/stat`, clock ticks), or
@@ -213,16 +314,10 @@ impl Bench {
         Ok((org, mint(user)?))
     }
 
-    async fn service(
-        &self,
-        host: &HostProcess,
-        org: Uuid,
-        jwt: &str,
-        project: &str,
-    ) -> Result<Uuid> {
+    async fn service(&self, host: &Running, org: Uuid, jwt: &str, project: &str) -> Result<Uuid> {
         let r = self
             .http
-            .post(format!("{}/api/v1/orgs/{org}/services", host.base))
+            .post(format!("{}/api/v1/orgs/{org}/services", host.base()))
             .bearer_auth(jwt)
             .json(&json!({
                 "name": format!("bench-{project}"),
@@ -242,8 +337,8 @@ impl Bench {
     }
 
     /// Run a sync to completion through the API (re-posting resumes the running run).
-    async fn sync(&self, host: &HostProcess, org: Uuid, jwt: &str, svc: Uuid) -> Result<Value> {
-        let url = format!("{}/api/v1/orgs/{org}/services/{svc}/sync", host.base);
+    async fn sync(&self, host: &Running, org: Uuid, jwt: &str, svc: Uuid) -> Result<Value> {
+        let url = format!("{}/api/v1/orgs/{org}/services/{svc}/sync", host.base());
         for _ in 0..10_000 {
             let r = self
                 .http
@@ -311,7 +406,63 @@ impl Bench {
         Ok(ms)
     }
 
+    /// Start the host of the current pass.
+    fn start_host(&self) -> Result<Running> {
+        Ok(match self.host {
+            HostKind::Native => Running::Native(HostProcess::start(&self.binary, &self.env)?),
+            HostKind::Spin => {
+                let app = crate::bench_spin::start(&self.env)?;
+                let base = app.base_url();
+                Running::Spin { app, base }
+            }
+        })
+    }
+
+    /// `--host spin`: the database's counters once no session is left on it.
+    async fn pg_mark(&self) -> Result<Option<crate::bench_spin::PgCounters>> {
+        match &self.stats {
+            Some(s) => {
+                s.wait_idle().await?;
+                Ok(Some(s.counters().await?))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// `--host spin`: the counters' change since `before`, once the host's sessions are gone.
+    async fn pg_since(
+        &self,
+        before: Option<crate::bench_spin::PgCounters>,
+    ) -> Result<Option<Value>> {
+        match (&self.stats, before) {
+            (Some(s), Some(before)) => {
+                s.wait_idle().await?;
+                Ok(Some(crate::bench_spin::counters_json(
+                    before,
+                    s.counters().await?,
+                )))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// A row with what its host used.
+    fn row_used(&mut self, mut v: Value, usage: &Usage) {
+        if let (Some(pg), Some(m)) = (
+            usage.extra.as_ref().and_then(Value::as_object),
+            v.as_object_mut(),
+        ) {
+            for (k, x) in pg {
+                m.insert(k.clone(), x.clone());
+            }
+        }
+        self.row(v);
+    }
+
     fn row(&mut self, mut v: Value) {
+        if self.stats.is_some() {
+            v["host"] = json!(self.host.name());
+        }
         let now = cpu_times();
         if let (Some((t0, s0)), Some((t1, s1))) = (self.cpu_mark, now)
             && t1 > t0
@@ -334,25 +485,50 @@ fn list_concurrency() -> usize {
     shared::engine::PAGE_CONCURRENCY.max(1) as usize
 }
 
-/// Start a fresh host process, run `f` against it, stop it: (result, statements, peak RSS KiB).
-async fn with_host<T>(
-    b: &Bench,
-    f: impl AsyncFnOnce(&HostProcess) -> Result<T>,
-) -> Result<(T, u64, u64)> {
-    let host = HostProcess::start(&b.binary, &b.env)?;
+/// The fields of two optional JSON objects in one.
+fn merge(a: Option<Value>, b: Option<Value>) -> Option<Value> {
+    match (a, b) {
+        (Some(mut a), Some(Value::Object(b))) => {
+            if let Some(m) = a.as_object_mut() {
+                m.extend(b);
+            }
+            Some(a)
+        }
+        (a, None) => a,
+        (None, b) => b,
+        (Some(a), Some(_)) => Some(a),
+    }
+}
+
+/// Start a fresh host (of the current pass), run `f` against it, stop it: (result, usage).
+async fn with_host<T>(b: &Bench, f: impl AsyncFnOnce(&Running) -> Result<T>) -> Result<(T, Usage)> {
+    let before = b.pg_mark().await?;
+    let host = b.start_host()?;
     let out = f(&host).await;
-    let (statements, peak) = host.stop()?;
-    Ok((out?, statements, peak))
+    let mut usage = host.stop()?;
+    usage.extra = merge(usage.extra, b.pg_since(before).await?);
+    Ok((out?, usage))
 }
 
 /// First bidirectional syncs; returns the 10k organization (org, jwt, service, wall ms).
 async fn first_syncs(b: &mut Bench) -> Result<Option<(Uuid, String, Uuid, f64)>> {
     let mut keep = None;
-    for n in b.opts.sizes.clone() {
+    // Under Spin the 100k size is left out (the native run has it).
+    let sizes: Vec<usize> = match b.host {
+        HostKind::Native => b.opts.sizes.clone(),
+        HostKind::Spin => b
+            .opts
+            .sizes
+            .iter()
+            .copied()
+            .filter(|n| *n <= 10_000)
+            .collect(),
+    };
+    for n in sizes {
         let project = format!("bench{n}");
         b.project(&project, n)?;
         let (org, jwt) = b.org(&project).await?;
-        let ((svc, result, wall, stats), statements, peak) = with_host(b, async |host| {
+        let ((svc, result, wall, stats), usage) = with_host(b, async |host| {
             let svc = b.service(host, org, &jwt, &project).await?;
             b.sim.reset_stats();
             let started = Instant::now();
@@ -364,14 +540,14 @@ async fn first_syncs(b: &mut Bench) -> Result<Option<(Uuid, String, Uuid, f64)>>
         let golioth_bound = pages.div_ceil(list_concurrency()) as f64 * b.opts.latency_ms as f64;
         let pg_bound = b.bulk_insert_ms(org, n).await?;
         let bound = golioth_bound + pg_bound;
-        b.row(json!({
+        b.row_used(json!({
             "scenario": format!("first bidirectional sync, {n} devices"),
-            "wall_ms": ms(wall), "golioth_requests": stats.requests, "db_statements": statements,
-            "peak_rss_mib": peak / 1024, "lower_bound_ms": (bound * 10.0).round() / 10.0,
+            "wall_ms": ms(wall), "golioth_requests": stats.requests, "db_statements": usage.statements,
+            "peak_rss_mib": usage.peak_kib / 1024, "lower_bound_ms": (bound * 10.0).round() / 10.0,
             "golioth_bound_ms": golioth_bound, "pg_bulk_ms": (pg_bound * 10.0).round() / 10.0,
             "ratio_to_bound": ((wall.as_secs_f64() * 1000.0 / bound) * 100.0).round() / 100.0,
             "summary": result["summary"],
-        }));
+        }), &usage);
         if n == 10_000 {
             keep = Some((org, jwt, svc, wall.as_secs_f64() * 1000.0));
         }
@@ -393,7 +569,7 @@ async fn device_versions(b: &Bench, org: Uuid) -> Result<i64> {
 async fn resyncs(b: &mut Bench, org: Uuid, jwt: &str, svc: Uuid) -> Result<()> {
     // No-op resync.
     let before = device_versions(b, org).await?;
-    let ((result, wall, stats), statements, peak) = with_host(b, async |host| {
+    let ((result, wall, stats), usage) = with_host(b, async |host| {
         b.sim.reset_stats();
         let started = Instant::now();
         let result = b.sync(host, org, jwt, svc).await?;
@@ -401,13 +577,13 @@ async fn resyncs(b: &mut Bench, org: Uuid, jwt: &str, svc: Uuid) -> Result<()> {
     })
     .await?;
     let after = device_versions(b, org).await?;
-    b.row(json!({
+    b.row_used(json!({
         "scenario": "no-op resync, 10000 devices",
-        "wall_ms": ms(wall), "golioth_requests": stats.requests, "db_statements": statements,
-        "peak_rss_mib": peak / 1024,
+        "wall_ms": ms(wall), "golioth_requests": stats.requests, "db_statements": usage.statements,
+        "peak_rss_mib": usage.peak_kib / 1024,
         "golioth_writes": stats.writes, "local_device_writes": after - before,
         "summary": result["summary"],
-    }));
+    }), &usage);
 
     // 1 % changed on each side.
     let db = pgenv::connect(&b.admin_db).await?;
@@ -417,25 +593,26 @@ async fn resyncs(b: &mut Bench, org: Uuid, jwt: &str, svc: Uuid) -> Result<()> {
         &[&org],
     )
     .await?;
+    drop(db);
     let ids = b.sim.device_ids("bench10000");
     for id in ids.iter().rev().take(100) {
         b.sim
             .console_patch_device("bench10000", id, &json!({"enabled": false}))
             .map_err(|e| anyhow::anyhow!("{e:?}"))?;
     }
-    let ((result, wall, stats), statements, peak) = with_host(b, async |host| {
+    let ((result, wall, stats), usage) = with_host(b, async |host| {
         b.sim.reset_stats();
         let started = Instant::now();
         let result = b.sync(host, org, jwt, svc).await?;
         Ok((result, started.elapsed(), b.sim.stats()))
     })
     .await?;
-    b.row(json!({
+    b.row_used(json!({
         "scenario": "resync, 1% changed on each side, 10000 devices",
-        "wall_ms": ms(wall), "golioth_requests": stats.requests, "db_statements": statements,
-        "peak_rss_mib": peak / 1024, "golioth_writes": stats.writes,
+        "wall_ms": ms(wall), "golioth_requests": stats.requests, "db_statements": usage.statements,
+        "peak_rss_mib": usage.peak_kib / 1024, "golioth_writes": stats.writes,
         "summary": result["summary"],
-    }));
+    }), &usage);
     Ok(())
 }
 
@@ -513,42 +690,103 @@ async fn webhooks(b: &mut Bench, org: Uuid, svc: Uuid) -> Result<()> {
         .iter()
         .map(|r| r.get(0))
         .collect();
+    drop(db);
     if ids.is_empty() {
         bail!("no linked devices for the webhook benchmark");
     }
     let ids_file = std::env::temp_dir().join(format!("bench-ids-{}.txt", Uuid::new_v4()));
     std::fs::write(&ids_file, ids.join("\n"))?;
-    let exe = std::env::current_exe()?;
-    let host = HostProcess::start(&b.binary, &b.env)?;
-    let out = Command::new(exe)
-        .args([
-            "loadgen",
-            "--url",
-            &format!("{}/webhooks/golioth/{svc}", host.base),
-        ])
-        .args(["--rate", &b.opts.webhook_rate.to_string()])
-        .args(["--seconds", &b.opts.webhook_seconds.to_string()])
-        .args(["--warmup", &b.opts.webhook_warmup.to_string()])
-        .args(["--devices", &ids_file.to_string_lossy()])
-        .args(["--header", &format!("x-webhook-token:{WEBHOOK_SECRET}")])
-        .args(["--project", "bench10000"])
-        .output()
-        .context("running the load generator")?;
-    let (statements, peak) = host.stop()?;
+    // With `--host spin` the native host also runs at each Spin rate, so every Spin row has a
+    // native row at the same offered rate beside it.
+    let rates = match (b.stats.is_some(), b.host) {
+        (false, _) => vec![b.opts.webhook_rate],
+        (true, HostKind::Native) => {
+            let mut r = vec![b.opts.webhook_rate];
+            for x in &b.opts.spin_webhook_rates {
+                if !r.contains(x) {
+                    r.push(*x);
+                }
+            }
+            r
+        }
+        (true, HostKind::Spin) => b.opts.spin_webhook_rates.clone(),
+    };
+    let mut result = Ok(());
+    for rate in rates {
+        result = webhook_run(b, svc, rate, &ids_file).await;
+        if result.is_err() {
+            break;
+        }
+    }
     let _ = std::fs::remove_file(&ids_file);
+    result
+}
+
+/// One webhook run: a fresh host, the load generator at `rate` deliveries/s, one row. With
+/// `--host spin` the row also says where the CPU went, how many Postgres sessions the host held
+/// and opened, and which errors it answered.
+async fn webhook_run(b: &mut Bench, svc: Uuid, rate: u64, ids_file: &Path) -> Result<()> {
+    let exe = std::env::current_exe()?;
+    let before = b.pg_mark().await?;
+    let host = b.start_host()?;
+    let mut cmd = Command::new(exe);
+    cmd.args([
+        "loadgen",
+        "--url",
+        &format!("{}/webhooks/golioth/{svc}", host.base()),
+    ])
+    .args(["--rate", &rate.to_string()])
+    .args(["--seconds", &b.opts.webhook_seconds.to_string()])
+    .args(["--warmup", &b.opts.webhook_warmup.to_string()])
+    .args(["--devices", &ids_file.to_string_lossy()])
+    .args(["--header", &format!("x-webhook-token:{WEBHOOK_SECRET}")])
+    .args(["--project", "bench10000"]);
+    let (out, load) = match &b.stats {
+        None => (cmd.output().context("running the load generator"), None),
+        Some(stats) => {
+            let child = cmd
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .context("running the load generator")?;
+            let sampler =
+                crate::bench_spin::Sampler::start(stats.clone(), host.procs(), child.id());
+            let out = child.wait_with_output();
+            let samples = sampler.finish().await;
+            let from = b.opts.webhook_warmup as f64;
+            let load = crate::bench_spin::summarize(
+                &samples,
+                from,
+                from + b.opts.webhook_seconds as f64,
+                crate::bench_spin::clk_tck(),
+            );
+            (out.context("running the load generator"), Some(load))
+        }
+    };
+    let mut usage = host.stop()?;
+    usage.extra = merge(usage.extra, b.pg_since(before).await?);
+    let out = out?;
     let v: Value = serde_json::from_slice(&out.stdout).with_context(|| {
         format!(
             "load generator output: {}",
             String::from_utf8_lossy(&out.stderr)
         )
     })?;
-    b.row(json!({
-        "scenario": format!("webhook ingestion at {} deliveries/s offered", b.opts.webhook_rate),
+    let mut row = json!({
+        "scenario": format!("webhook ingestion at {rate} deliveries/s offered"),
         "delivered_per_s": v["achieved_per_s"], "p50_ms": v["p50_ms"], "p99_ms": v["p99_ms"],
         "errors": v["errors"], "sent": v["sent"], "warmup_sent": v["warmup_sent"],
-        "db_statements": statements,
-        "peak_rss_mib": peak / 1024,
-    }));
+        "db_statements": usage.statements,
+        "peak_rss_mib": usage.peak_kib / 1024,
+    });
+    if let Some(load) = load {
+        row["offered_per_s"] = json!(rate);
+        row["status"] = v["status"].clone();
+        row["transport_errors"] = v["transport_errors"].clone();
+        row["max_in_flight"] = v["max_in_flight"].clone();
+        row["load"] = load;
+    }
+    b.row_used(row, &usage);
     Ok(())
 }
 
@@ -568,6 +806,8 @@ fn print_table(rows: &[Value]) {
             "p50_ms",
             "p99_ms",
             "errors",
+            "db_transactions",
+            "pg_sessions_opened",
             "cpu_steal_pct",
         ]
         .iter()
@@ -580,8 +820,9 @@ fn print_table(rows: &[Value]) {
         } else {
             format!("{}/{}", f("golioth_writes"), f("local_device_writes"))
         };
+        let spin = if r["host"] == "spin" { " [spin]" } else { "" };
         println!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {}{spin} | {} | {} | {} | {} | {} | {} | {} | {} |",
             r["scenario"].as_str().unwrap_or(""),
             f("wall_ms"),
             f("golioth_requests"),
@@ -618,6 +859,18 @@ pub fn run(args: &[String], root: &std::path::Path, target: &std::path::Path) ->
     if !status.success() {
         bail!("release build failed");
     }
+    if opts.spin {
+        // What spin.toml's component sources point at.
+        let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+        c.current_dir(root)
+            .args(["build", "--target", "wasm32-wasip2", "--release"]);
+        for p in crate::bench_spin::WASM_PACKAGES {
+            c.args(["-p", p]);
+        }
+        if !c.status()?.success() {
+            bail!("wasm build of the components failed");
+        }
+    }
     if cfg!(debug_assertions) {
         let status = Command::new(target.join("release/xtask"))
             .current_dir(root)
@@ -642,37 +895,14 @@ pub fn run(args: &[String], root: &std::path::Path, target: &std::path::Path) ->
         let started = Instant::now();
         let server = pgenv::locate().await?;
         let db_name = "golioth_sync_bench";
-        let admin = pgenv::connect(&server.admin_url).await?;
-        admin
-            .batch_execute(&format!("DROP DATABASE IF EXISTS {db_name} WITH (FORCE)"))
-            .await?;
-        admin
-            .batch_execute(&format!("CREATE DATABASE {db_name}"))
-            .await?;
-        let admin_db = pgenv::with_database(&server.admin_url, db_name)?;
-        host::migrate::apply(&admin_db).await?;
-        pgenv::connect(&admin_db)
-            .await?
-            .batch_execute("ALTER ROLE golioth_sync_app PASSWORD 'bench'")
-            .await?;
-        let sim = Simulator::start(SimOptions {
-            request_log_capacity: 0,
-            ..SimOptions::default()
-        })
-        .await?;
-        sim.set_latency(Duration::from_millis(opts.latency_ms));
-        let env: HashMap<String, String> = [
-            ("db_host", pgenv::host_port(&server.admin_url)?),
-            ("db_name", db_name.to_owned()),
-            ("db_password", "bench".to_owned()),
-            ("jwt_secret", JWT_SECRET.to_owned()),
-            ("encryption_key", host::dev::DEV_ENCRYPTION_KEY.to_owned()),
-            ("internal_token", INTERNAL_TOKEN.to_owned()),
-            ("golioth_base_url", sim.base_url()),
-        ]
-        .into_iter()
-        .map(|(k, v)| (format!("SPIN_VARIABLE_{}", k.to_ascii_uppercase()), v))
-        .collect();
+        let (admin_db, sim, env) = prepare(&server, db_name, opts.latency_ms).await?;
+        let stats = if opts.spin {
+            Some(Arc::new(
+                crate::bench_spin::PgStats::connect(&server.admin_url, db_name).await?,
+            ))
+        } else {
+            None
+        };
         let mut b = Bench {
             opts,
             binary,
@@ -684,10 +914,12 @@ pub fn run(args: &[String], root: &std::path::Path, target: &std::path::Path) ->
                 .build()?,
             rows: Vec::new(),
             cpu_mark: cpu_times(),
+            host: HostKind::Native,
+            stats,
         };
+        let skip = b.opts.skip.clone();
+        let run = |name: &str| !skip.iter().any(|s| s == name);
         if let Some((org, jwt, svc, ours_ms)) = first_syncs(&mut b).await? {
-            let skip = b.opts.skip.clone();
-            let run = |name: &str| !skip.iter().any(|s| s == name);
             if run("resync") {
                 resyncs(&mut b, org, &jwt, svc).await?;
             }
@@ -698,24 +930,97 @@ pub fn run(args: &[String], root: &std::path::Path, target: &std::path::Path) ->
                 webhooks(&mut b, org, svc).await?;
             }
         }
+        if b.opts.spin {
+            // The same scenarios under `spin up`, from the same starting point: a fresh bench
+            // database and a fresh simulator, so its first syncs are first syncs too.
+            b.sim.shutdown();
+            let (admin_db, sim, env) = prepare(&server, db_name, b.opts.latency_ms).await?;
+            (b.admin_db, b.sim, b.env, b.host) = (admin_db, sim, env, HostKind::Spin);
+            b.cpu_mark = cpu_times();
+            println!(
+                "\nunder {}",
+                host::spin_up::spin_version().unwrap_or_else(|| "spin".into())
+            );
+            if let Some((org, jwt, svc, _)) = first_syncs(&mut b).await? {
+                if run("resync") {
+                    resyncs(&mut b, org, &jwt, svc).await?;
+                }
+                if run("webhook") {
+                    webhooks(&mut b, org, svc).await?;
+                }
+            }
+        }
         print_table(&b.rows);
+        if b.opts.spin {
+            crate::bench_spin::print_comparison(&b.rows);
+        }
         let out = root.join("bench-results");
         std::fs::create_dir_all(&out)?;
-        let doc = json!({
-            "command": "cargo xtask bench",
+        let (command, file) = if b.opts.spin {
+            ("cargo xtask bench --host spin", "latest-spin.json")
+        } else {
+            ("cargo xtask bench", "latest.json")
+        };
+        let mut doc = json!({
+            "command": command,
             "latency_ms": b.opts.latency_ms,
             "list_concurrency": list_concurrency(),
             "machine": machine(),
             "rows": b.rows,
             "total_seconds": started.elapsed().as_secs(),
         });
-        std::fs::write(out.join("latest.json"), serde_json::to_vec_pretty(&doc)?)?;
+        if b.opts.spin {
+            doc["spin"] = json!(host::spin_up::spin_version());
+            doc["args"] = json!(args);
+        }
+        std::fs::write(out.join(file), serde_json::to_vec_pretty(&doc)?)?;
         println!(
-            "\nwritten to bench-results/latest.json in {}s",
+            "\nwritten to bench-results/{file} in {}s",
             started.elapsed().as_secs()
         );
         Ok(())
     })
+}
+
+/// A fresh bench database (migrated; the application role's password set), a fresh simulator
+/// with the given latency, and the application variables as `SPIN_VARIABLE_<NAME>`.
+async fn prepare(
+    server: &pgenv::PgServer,
+    db_name: &str,
+    latency_ms: u64,
+) -> Result<(String, SimulatorHandle, HashMap<String, String>)> {
+    let admin = pgenv::connect(&server.admin_url).await?;
+    admin
+        .batch_execute(&format!("DROP DATABASE IF EXISTS {db_name} WITH (FORCE)"))
+        .await?;
+    admin
+        .batch_execute(&format!("CREATE DATABASE {db_name}"))
+        .await?;
+    let admin_db = pgenv::with_database(&server.admin_url, db_name)?;
+    host::migrate::apply(&admin_db).await?;
+    pgenv::connect(&admin_db)
+        .await?
+        .batch_execute("ALTER ROLE golioth_sync_app PASSWORD 'bench'")
+        .await?;
+    let sim = Simulator::start(SimOptions {
+        request_log_capacity: 0,
+        ..SimOptions::default()
+    })
+    .await?;
+    sim.set_latency(Duration::from_millis(latency_ms));
+    let env: HashMap<String, String> = [
+        ("db_host", pgenv::host_port(&server.admin_url)?),
+        ("db_name", db_name.to_owned()),
+        ("db_password", "bench".to_owned()),
+        ("jwt_secret", JWT_SECRET.to_owned()),
+        ("encryption_key", host::dev::DEV_ENCRYPTION_KEY.to_owned()),
+        ("internal_token", INTERNAL_TOKEN.to_owned()),
+        ("golioth_base_url", sim.base_url()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (format!("SPIN_VARIABLE_{}", k.to_ascii_uppercase()), v))
+    .collect();
+    Ok((admin_db, sim, env))
 }
 
 fn machine() -> Value {
@@ -774,6 +1079,9 @@ pub fn loadgen(args: &[String]) -> Result<()> {
         let started = tokio::time::Instant::now();
         let measured_from = started + Duration::from_secs(warmup);
         let mut tasks = Vec::with_capacity(total as usize);
+        // Requests sent and not yet answered, and the most there ever were at once.
+        let in_flight = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let max_in_flight = Arc::new(std::sync::atomic::AtomicU64::new(0));
         for i in 0..total {
             let at = started + Duration::from_nanos(i * 1_000_000_000 / rate);
             tokio::time::sleep_until(at).await;
@@ -781,7 +1089,11 @@ pub fn loadgen(args: &[String]) -> Result<()> {
             let url = url.clone();
             let device = devices[(i as usize) % devices.len()].clone();
             let (hk, hv, project, run) = (hk.clone(), hv.clone(), project.clone(), run.clone());
+            let (in_flight, max_in_flight) = (in_flight.clone(), max_in_flight.clone());
             tasks.push(tokio::spawn(async move {
+                use std::sync::atomic::Ordering::Relaxed;
+                let now = in_flight.fetch_add(1, Relaxed) + 1;
+                max_in_flight.fetch_max(now, Relaxed);
                 // Latency counts from the scheduled send time, so a load generator running late
                 // cannot hide queueing (no coordinated omission).
                 let sent = at;
@@ -797,19 +1109,38 @@ pub fn loadgen(args: &[String]) -> Result<()> {
                     .body(body.to_string())
                     .send()
                     .await;
-                let ok = matches!(&r, Ok(resp) if resp.status().is_success());
-                (sent.elapsed(), ok)
+                in_flight.fetch_sub(1, Relaxed);
+                // The HTTP status, or what kind of transport error there was instead.
+                let outcome = match &r {
+                    Ok(resp) => Ok(resp.status().as_u16()),
+                    Err(e) if e.is_timeout() => Err("timeout"),
+                    Err(e) if e.is_connect() => Err("connect"),
+                    Err(_) => Err("other"),
+                };
+                (sent.elapsed(), outcome)
             }));
         }
         let mut latencies = Vec::with_capacity(tasks.len());
         let mut errors = 0u64;
+        let mut statuses: std::collections::BTreeMap<String, u64> = Default::default();
+        let mut transport: std::collections::BTreeMap<&str, u64> =
+            [("connect", 0), ("timeout", 0), ("other", 0)].into_iter().collect();
         for (i, t) in tasks.into_iter().enumerate() {
-            let (d, ok) = t.await?;
+            let (d, outcome) = t.await?;
             if (i as u64) < skipped {
                 continue;
             }
-            if !ok {
-                errors += 1;
+            match outcome {
+                Ok(status) => {
+                    if !(200..300).contains(&status) {
+                        errors += 1;
+                    }
+                    *statuses.entry(status.to_string()).or_default() += 1;
+                }
+                Err(kind) => {
+                    errors += 1;
+                    *transport.entry(kind).or_default() += 1;
+                }
             }
             latencies.push(d);
         }
@@ -825,7 +1156,9 @@ pub fn loadgen(args: &[String]) -> Result<()> {
             "{}",
             json!({"sent": total, "warmup_sent": skipped, "errors": errors,
                    "achieved_per_s": ((total - errors) as f64 / elapsed.as_secs_f64()).round(),
-                   "p50_ms": pct(0.50), "p99_ms": pct(0.99)})
+                   "p50_ms": pct(0.50), "p99_ms": pct(0.99),
+                   "status": statuses, "transport_errors": transport,
+                   "max_in_flight": max_in_flight.load(std::sync::atomic::Ordering::Relaxed)})
         );
         Ok(())
     })

@@ -2,10 +2,12 @@
 //! - `up`: run the whole system locally (Postgres found or started, migrations, host, demo data).
 //! - `test`: everything CI checks — toolchain setup, fmt, clippy (native and wasm), all tests,
 //!   the wasm builds of every component and the import check.
+//! - `test-spin`: the Spin suite alone (the HTTP-level tests against `spin up`; `test` ends with it).
 //! - `check-imports`: build the components for wasm32-wasip2 and check their imports/exports.
 //! - `fuzz [--seconds N]`: run every cargo-fuzz target in `fuzz/` for N seconds (default 30).
 //! - `api-fuzz`: schemathesis (from PyPI, into `target/st-venv`) against the OpenAPI document.
-//! - `bench`: the benchmark scenarios of DESIGN §9 against a release build (see BENCHMARKS.md).
+//! - `bench [--host spin]`: the benchmark scenarios of DESIGN §9 against a release build; with
+//!   `--host spin` also against `spin up`, each beside the native figure as a ratio (BENCHMARKS.md).
 
 /// The benchmark's simulator and load generator run in this process, on the same two cores as
 /// the host they measure: mimalloc keeps their allocation cost (glibc's was a quarter of a
@@ -15,6 +17,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod api_fuzz;
 mod bench;
+mod bench_spin;
 mod fuzz;
 mod imports;
 
@@ -23,6 +26,26 @@ use std::process::Command;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
+
+/// The integration test files that talk to the app over HTTP: the Spin suite runs them against
+/// `spin up` (`GS_TEST_HOST=spin`). The others test the client and the simulator on their own.
+const SPIN_SUITE: &[&str] = &[
+    "authz_matrix",
+    "bola",
+    "conflicts",
+    "conflicts_e2e",
+    "foundation",
+    "runs",
+    "secret_leak",
+    "security",
+    "services",
+    "spin_cron",
+    "spin_runtime",
+    "sync_engine",
+    "tick",
+    "webhook",
+    "webhook_refresh",
+];
 
 /// The Spin components: (cargo package, wasm file stem, kind).
 const COMPONENTS: &[(&str, &str, imports::Kind)] = &[
@@ -78,6 +101,67 @@ fn build_components() -> Result<()> {
         c.args(["-p", pkg]);
     }
     step("build every component for wasm32-wasip2", c)
+}
+
+/// The Spin suite: the HTTP-level integration tests against the real Spin runtime. Without a
+/// `spin` on PATH it says in one line that it skipped, and why.
+fn test_spin(db_url: &str) -> Result<()> {
+    let version = match host::spin_up::spin_binary() {
+        Ok(_) => host::spin_up::spin_version().unwrap_or_default(),
+        Err(why) => {
+            println!(
+                "\n==> Spin suite: SKIPPED: {why} (install Spin 3.x/4.x and the trigger-cron plugin to run it; CI installs them from ../shared/tools/spin)"
+            );
+            return Ok(());
+        }
+    };
+    println!("\n==> Spin suite on {version}");
+    let mut c = cargo();
+    c.args([
+        "build",
+        "--target",
+        "wasm32-wasip2",
+        "--release",
+        "-p",
+        "spin-probe",
+    ]);
+    step("build the test-only spin-probe component", c)?;
+    let report = target_dir().join("spin-suite-report.tsv");
+    let _ = std::fs::remove_file(&report);
+    let mut c = cargo();
+    c.env("DATABASE_URL", db_url)
+        .env("GS_TEST_HOST", "spin")
+        .env("GS_TEST_REPORT", &report)
+        .args(["test", "-p", "golioth-sync-tests", "--no-fail-fast"]);
+    for t in SPIN_SUITE {
+        c.args(["--test", t]);
+    }
+    let result = step("cargo test (GS_TEST_HOST=spin)", c);
+    let text = std::fs::read_to_string(&report).unwrap_or_default();
+    let mut on_spin = std::collections::BTreeSet::new();
+    let mut native_only = std::collections::BTreeMap::new();
+    for line in text.lines() {
+        let mut f = line.splitn(3, '\t');
+        match (f.next(), f.next(), f.next()) {
+            (Some("spin"), Some(t), _) => {
+                on_spin.insert(t.to_owned());
+            }
+            (Some("native-only"), Some(t), Some(why)) => {
+                native_only.insert(t.to_owned(), why.to_owned());
+            }
+            _ => {}
+        }
+    }
+    for (t, why) in &native_only {
+        println!("  native-only: {t}: {why}");
+    }
+    println!(
+        "<== Spin suite on {version}: {} tests ran on Spin, {} native-only{}",
+        on_spin.len(),
+        native_only.len(),
+        if result.is_ok() { "" } else { " (FAILED)" }
+    );
+    result
 }
 
 fn check_imports() -> Result<()> {
@@ -150,7 +234,15 @@ fn test() -> Result<()> {
     step("cargo clippy (native) -D warnings", c)?;
 
     let mut c = cargo();
-    c.args(["clippy", "--target", "wasm32-wasip2", "-p", "shared"]);
+    c.args([
+        "clippy",
+        "--target",
+        "wasm32-wasip2",
+        "-p",
+        "shared",
+        "-p",
+        "spin-probe",
+    ]);
     for (pkg, _, _) in COMPONENTS {
         c.args(["-p", pkg]);
     }
@@ -172,6 +264,7 @@ fn test() -> Result<()> {
     } else {
         20
     })?;
+    test_spin(&db_url)?;
 
     println!(
         "\nall checks passed in {:.0}s",
@@ -198,6 +291,15 @@ fn main() -> Result<()> {
                 .block_on(host::dev::up(opts))
         }
         Some("test") => test(),
+        Some("test-spin") => {
+            ensure_wasm_target()?;
+            let server = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?
+                .block_on(host::pgenv::locate())?;
+            build_components()?;
+            test_spin(&server.admin_url)
+        }
         Some("bench") => bench::run(&args[1..], &root(), &target_dir()),
         Some("loadgen") => bench::loadgen(&args[1..]),
         Some("api-fuzz") => api_fuzz::run(&root(), &target_dir(), 25),
@@ -215,7 +317,7 @@ fn main() -> Result<()> {
             None => 30,
         }),
         _ => bail!(
-            "usage: cargo xtask up [--listen ADDR] | test | check-imports | fuzz [--seconds N] | bench [--latency-ms N] [--sizes a,b,c] [--webhook-rate N] [--webhook-seconds N] [--skip resync,baseline,webhook]"
+            "usage: cargo xtask up [--listen ADDR] | test | test-spin | check-imports | fuzz [--seconds N] | bench [--host spin] [--spin-webhook-rate a,b] [--latency-ms N] [--sizes a,b,c] [--webhook-rate N] [--webhook-seconds N] [--skip resync,baseline,webhook]"
         ),
     }
 }
