@@ -192,16 +192,7 @@ fn logs(http: &SpinApp, cron: &SpinApp) -> String {
 async fn due_service(e: &Env, name: &str) -> Svc {
     let svc = e.service(name, json!({})).await;
     e.seed_remote(&svc, name, 3);
-    let r = e
-        .app
-        .request(
-            "PATCH",
-            &format!("{}/services/{}", e.base(), svc.id),
-            Some(&e.admin),
-            Some(&json!({"sync_enabled": true, "sync_interval_seconds": 3600})),
-        )
-        .await;
-    assert_eq!(r.status, 200, "{}", r.text());
+    e.schedule(&svc, 3600).await;
     e.app
         .admin()
         .await

@@ -161,16 +161,7 @@ async fn a_300s_interval_is_queued_once_per_interval_across_ticks() {
     let e = env().await;
     let svc = e.service("sched", json!({})).await;
     e.seed_remote(&svc, "sc", 3);
-    let r = e
-        .app
-        .request(
-            "PATCH",
-            &format!("{}/services/{}", e.base(), svc.id),
-            Some(&e.admin),
-            Some(&json!({"sync_enabled": true, "sync_interval_seconds": 300})),
-        )
-        .await;
-    assert_eq!(r.status, 200, "{}", r.text());
+    e.schedule(&svc, 300).await;
     // Microsecond precision, like timestamptz.
     let t0 = DateTime::from_timestamp_micros(Utc::now().timestamp_micros()).unwrap()
         + chrono::Duration::hours(1);

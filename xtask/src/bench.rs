@@ -161,14 +161,7 @@ impl HostProcess {
     }
 
     fn peak_rss_kib(&self) -> u64 {
-        std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .ok()
-            .and_then(|s| {
-                s.lines()
-                    .find(|l| l.starts_with("VmHWM:"))
-                    .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
-            })
-            .unwrap_or(0)
+        crate::bench_spin::peak_rss_kib(self.child.id())
     }
 
     /// Stop with SIGTERM and return (db statements, peak RSS KiB).

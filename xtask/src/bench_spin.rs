@@ -43,7 +43,7 @@ pub fn start(env: &HashMap<String, String>) -> Result<SpinApp> {
 }
 
 /// Peak resident set of a process (`VmHWM`, KiB), 0 if it is gone.
-fn peak_rss_kib(pid: u32) -> u64 {
+pub fn peak_rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {

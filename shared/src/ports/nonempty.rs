@@ -136,6 +136,15 @@ struct Token {
 }
 
 impl Token {
+    fn new(kind: Kind, start: usize, end: usize, depth: usize) -> Self {
+        Token {
+            kind,
+            start,
+            end,
+            depth,
+        }
+    }
+
     fn is_word(&self, src: &str, w: &str) -> bool {
         self.kind == Kind::Word && src[self.start..self.end].eq_ignore_ascii_case(w)
     }
@@ -219,21 +228,11 @@ fn lex(src: &str) -> Result<Vec<Token>, DbError> {
                         && src[t.start..t.end].eq_ignore_ascii_case("e")
                 });
                 i = quoted(b, i, b'\'', escapes).ok_or_else(|| unterminated("string"))?;
-                out.push(Token {
-                    kind: Kind::Other,
-                    start,
-                    end: i,
-                    depth,
-                });
+                out.push(Token::new(Kind::Other, start, i, depth));
             }
             b'"' => {
                 i = quoted(b, i, b'"', false).ok_or_else(|| unterminated("quoted identifier"))?;
-                out.push(Token {
-                    kind: Kind::Word,
-                    start,
-                    end: i,
-                    depth,
-                });
+                out.push(Token::new(Kind::Word, start, i, depth));
             }
             b'$' => {
                 // $1 is a parameter; $tag$ … $tag$ (or $$ … $$) a dollar-quoted string.
@@ -256,40 +255,20 @@ fn lex(src: &str) -> Result<Vec<Token>, DbError> {
                         }
                     }
                 }
-                out.push(Token {
-                    kind: Kind::Other,
-                    start,
-                    end: i,
-                    depth,
-                });
+                out.push(Token::new(Kind::Other, start, i, depth));
             }
             b'(' => {
-                out.push(Token {
-                    kind: Kind::Open,
-                    start,
-                    end: i + 1,
-                    depth,
-                });
+                out.push(Token::new(Kind::Open, start, i + 1, depth));
                 depth += 1;
                 i += 1;
             }
             b')' => {
                 depth = depth.saturating_sub(1);
-                out.push(Token {
-                    kind: Kind::Close,
-                    start,
-                    end: i + 1,
-                    depth,
-                });
+                out.push(Token::new(Kind::Close, start, i + 1, depth));
                 i += 1;
             }
             b',' => {
-                out.push(Token {
-                    kind: Kind::Comma,
-                    start,
-                    end: i + 1,
-                    depth,
-                });
+                out.push(Token::new(Kind::Comma, start, i + 1, depth));
                 i += 1;
             }
             _ if c.is_ascii_alphabetic() || c == b'_' || c >= 0x80 => {
@@ -297,21 +276,11 @@ fn lex(src: &str) -> Result<Vec<Token>, DbError> {
                 {
                     i += 1;
                 }
-                out.push(Token {
-                    kind: Kind::Word,
-                    start,
-                    end: i,
-                    depth,
-                });
+                out.push(Token::new(Kind::Word, start, i, depth));
             }
             _ => {
                 i += 1;
-                out.push(Token {
-                    kind: Kind::Other,
-                    start,
-                    end: i,
-                    depth,
-                });
+                out.push(Token::new(Kind::Other, start, i, depth));
             }
         }
     }

@@ -100,6 +100,20 @@ impl Env {
         }
     }
 
+    /// Turn on scheduled syncs of `svc` every `interval_seconds` (through the API, as an admin).
+    pub async fn schedule(&self, svc: &Svc, interval_seconds: u32) {
+        let r = self
+            .app
+            .request(
+                "PATCH",
+                &format!("{}/services/{}", self.base(), svc.id),
+                Some(&self.admin),
+                Some(&json!({"sync_enabled": true, "sync_interval_seconds": interval_seconds})),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+
     /// Seed `n` Golioth devices named `{prefix}-000000…` with tags `t1`/`t2`.
     pub fn seed_remote(&self, svc: &Svc, prefix: &str, n: usize) -> Vec<String> {
         self.sim
