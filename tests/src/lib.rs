@@ -231,10 +231,19 @@ pub fn report(kind: &str, detail: &str) {
     let Some(path) = std::env::var_os("GS_TEST_REPORT") else {
         return;
     };
-    let test = std::thread::current()
-        .name()
-        .unwrap_or("unnamed")
-        .to_owned();
+    // `file::test`: the test binary's name (without cargo's hash) and the test's thread name.
+    let file = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
+        .map(|stem| {
+            stem.rsplit_once('-')
+                .map_or(stem.clone(), |(f, _)| f.to_owned())
+        })
+        .unwrap_or_default();
+    let test = format!(
+        "{file}::{}",
+        std::thread::current().name().unwrap_or("unnamed")
+    );
     if let Ok(mut f) = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
