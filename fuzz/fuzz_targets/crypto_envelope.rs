@@ -6,8 +6,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use shared::crypto::{CryptoError, Keyring};
-use shared::settings::Secret;
+use shared::domain::crypto::{CryptoError, Keyring};
+use shared::base::settings::Secret;
 use uuid::Uuid;
 
 /// Two keys with ids of different lengths, so envelopes naming either (or neither) parse.
@@ -21,8 +21,8 @@ fuzz_target!(|data: &[u8]| {
 
     let _ = Keyring::key_id_of(data);
     let _ = ring.decrypt(data, b"");
-    let _ = ring.decrypt(data, &shared::crypto::service_aad(org, service));
-    let _ = shared::crypto::Credentials::open(&ring, org, service, data).map(|c| c.summary());
+    let _ = ring.decrypt(data, &shared::domain::crypto::service_aad(org, service));
+    let _ = shared::domain::crypto::Credentials::open(&ring, org, service, data).map(|c| c.summary());
 
     // The same bytes as the `encryption_key` variable.
     if let Ok(text) = std::str::from_utf8(data) {

@@ -23,13 +23,13 @@ use bytes::Bytes;
 use chrono::{DateTime, TimeZone, Utc};
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
-use shared::golioth::{
+use shared::domain::golioth::{
     ApiStatus, Blueprint, BlueprintId, ClientConfig, CohortId, Credential, Device, DeviceUpdate,
     GoliothClient, GoliothDeviceId, GoliothError, ListDevicesOptions, ListingTracker, NewDevice,
     OrganizationId, Project, ProjectId, RetryPolicy, Tag, TagId, TagMap, parse_retry_after,
 };
-use shared::ports::{Clock, HttpClient, HttpError};
-use shared::settings::Secret;
+use shared::base::ports::{Clock, HttpClient, HttpError};
+use shared::base::settings::Secret;
 
 /// Requests one client call may make before the fake transport fails it: bounds the listings,
 /// which otherwise page on while every page looks full.

@@ -8,7 +8,7 @@ use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
 use shared::api::{Component, routes};
-use shared::routing::{RoutePattern, select};
+use shared::api::routing::{RoutePattern, select};
 
 /// Every component's route table, parsed once.
 fn tables() -> &'static [Vec<(RoutePattern, &'static str)>] {

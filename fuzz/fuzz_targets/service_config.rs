@@ -8,7 +8,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use serde_json::{Value, json};
-use shared::service::{ServiceConfig, ServiceWrite};
+use shared::domain::service::{ServiceConfig, ServiceWrite};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(value) = serde_json::from_slice::<Value>(data) else {

@@ -13,10 +13,10 @@ use chrono::{TimeZone, Utc};
 use http::{HeaderMap, HeaderName, HeaderValue};
 use libfuzzer_sys::fuzz_target;
 use serde_json::{Value, json};
-use shared::service::ServiceConfig;
-use shared::webhook::parse::{self, BodyFormat};
-use shared::webhook::verify::{self, standard_key};
-use shared::webhook::{
+use shared::domain::service::ServiceConfig;
+use shared::domain::webhook::parse::{self, BodyFormat};
+use shared::domain::webhook::verify::{self, standard_key};
+use shared::domain::webhook::{
     Target, delivery_key, hmac_signature, mapped_state, plan, standard_signature,
 };
 use uuid::Uuid;

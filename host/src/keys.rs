@@ -3,10 +3,10 @@
 //! privileged (owner) connection, across organizations, in pages; each row is a compare-and-set.
 
 use anyhow::{Context, Result};
-use shared::crypto::{Credentials, Keyring};
-use shared::native::PgPool;
-use shared::settings::Secret;
-use shared::store;
+use shared::base::settings::Secret;
+use shared::domain::crypto::{Credentials, Keyring};
+use shared::domain::store;
+use shared::runtime::native::PgPool;
 
 /// What a rotation did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]

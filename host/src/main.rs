@@ -68,7 +68,7 @@ fn main() -> Result<()> {
             host.shutdown();
             println!(
                 "{}",
-                serde_json::json!({"event": "shutdown", "db_statements": shared::native::statements_sent()})
+                serde_json::json!({"event": "shutdown", "db_statements": shared::runtime::native::statements_sent()})
             );
             Ok(())
         }
@@ -89,7 +89,7 @@ fn main() -> Result<()> {
             )?;
             let report = rt.block_on(host::keys::rotate(
                 &url,
-                &shared::settings::Secret::new(ring),
+                &shared::base::settings::Secret::new(ring),
             ))?;
             println!(
                 "examined {}, re-encrypted {}, already current {}, skipped (changed meanwhile) {}",

@@ -8,7 +8,7 @@ use std::path::Path;
 use anyhow::{Context, Result, anyhow, bail};
 use serde::Deserialize;
 use shared::api::Component;
-use shared::routing::RoutePattern;
+use shared::api::routing::RoutePattern;
 
 #[derive(Debug, Deserialize)]
 struct RawManifest {
@@ -191,7 +191,7 @@ impl Manifest {
             .collect()
     }
 
-    /// The HTTP routes as (pattern, component) for `shared::routing::select`.
+    /// The HTTP routes as (pattern, component) for `shared::api::routing::select`.
     pub fn route_table(&self) -> Result<Vec<(RoutePattern, Component)>> {
         self.http_routes
             .iter()

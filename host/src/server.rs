@@ -16,11 +16,12 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use serde_json::json;
-use shared::api::{self, Component, Ctx};
-use shared::error::ApiError;
-use shared::native::{PgPool, ReqwestHttp, SystemClock};
-use shared::routing::{self, RoutePattern};
-use shared::settings::vars;
+use shared::api::routing::{self, RoutePattern};
+use shared::api::{self, Component};
+use shared::base::ctx::Ctx;
+use shared::base::error::ApiError;
+use shared::base::settings::vars;
+use shared::runtime::native::{PgPool, ReqwestHttp, SystemClock};
 use tokio::sync::watch;
 
 use crate::manifest::Manifest;
@@ -169,7 +170,7 @@ fn worker(
     {
         Ok(rt) => rt,
         Err(e) => {
-            shared::log::error("worker runtime failed", json!({"error": e.to_string()}));
+            shared::base::log::error("worker runtime failed", json!({"error": e.to_string()}));
             return;
         }
     };
@@ -178,7 +179,7 @@ fn worker(
         let listener = match tokio::net::TcpListener::from_std(listener) {
             Ok(l) => l,
             Err(e) => {
-                shared::log::error("listener failed", json!({"error": e.to_string()}));
+                shared::base::log::error("listener failed", json!({"error": e.to_string()}));
                 return;
             }
         };
@@ -238,7 +239,7 @@ async fn run_tick(state: &State) {
     let Ok(req) = req else { return };
     let resp = dispatch(state, Component::DeviceSync, req).await;
     if !resp.status().is_success() {
-        shared::log::warn(
+        shared::base::log::warn(
             "scheduled tick failed",
             json!({"status": resp.status().as_u16(),
                    "body": String::from_utf8_lossy(resp.body()).chars().take(300).collect::<String>()}),

@@ -1,23 +1,18 @@
-//! golioth-sync's library: everything that is not a Spin or native adapter. Target-independent
-//! (host and `wasm32-wasip2`); reaches the outside world only through the ports in [`ports`].
+//! golioth-sync's library: everything that is not a Spin or native entry point. Target-independent
+//! (host and `wasm32-wasip2`); reaches the outside world only through the ports in [`base::ports`].
+//!
+//! Layers, each folder one layer; a module may use only the layers below it (and earlier units of
+//! its own layer, in the order of `shared/tests/layers.rs`, which enforces the rule):
+//! - [`runtime`]: the Spin and native adapters — implement the ports, hand requests to `api`;
+//! - [`api`]: HTTP — routes, input parsing, authorization, rendering;
+//! - [`app`]: the use cases — sync runs and the tick, conflict resolution, webhook ingestion,
+//!   service management;
+//! - [`domain`]: the sync core, webhook verify/parse, service config, crypto, the Golioth client
+//!   and the store (all SQL);
+//! - [`base`]: the ports, the request-independent context, the error, settings and logging.
 
 pub mod api;
-pub mod auth;
-pub mod crypto;
-pub mod engine;
-pub mod error;
-pub mod golioth;
-pub mod log;
-pub mod ports;
-pub mod routing;
-pub mod service;
-pub mod settings;
-pub mod store;
-pub mod sync;
-pub mod webhook;
-
-#[cfg(target_arch = "wasm32")]
-pub mod spin;
-
-#[cfg(all(feature = "native", not(target_arch = "wasm32")))]
-pub mod native;
+pub mod app;
+pub mod base;
+pub mod domain;
+pub mod runtime;

@@ -5,7 +5,7 @@
 
 use chrono::{DateTime, Utc};
 use proptest::prelude::*;
-use shared::sync::*;
+use shared::domain::sync::*;
 use uuid::Uuid;
 
 const T0: i64 = 1_700_000_000;

@@ -10,7 +10,7 @@
 //! per device, devices joined by ` | `; `nothing` when the plan is empty.
 
 use chrono::{DateTime, Utc};
-use shared::sync::*;
+use shared::domain::sync::*;
 use uuid::Uuid;
 
 const T0: i64 = 1_700_000_000;

@@ -187,7 +187,7 @@ pub async fn spawn_app_with(opts: AppOptions) -> TestApp {
 }
 
 async fn try_spawn(opts: AppOptions) -> Result<TestApp> {
-    shared::log::set_enabled(std::env::var_os("TEST_LOG").is_some());
+    shared::base::log::set_enabled(std::env::var_os("TEST_LOG").is_some());
     let (server, db_name) = fresh_database().await?;
     let admin_db_url = pgenv::with_database(&server.admin_url, &db_name)?;
     let app_db_url = pgenv::with_user(&admin_db_url, APP_ROLE, Some(APP_ROLE_PASSWORD))?;

@@ -8,7 +8,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use harness::{INTERNAL_TOKEN, JWT_SECRET, TestApp, spawn_app};
 use serde_json::json;
 use shared::api::{Access, Component, Route, routes};
-use shared::auth::Role;
+use shared::app::access::Role;
 use uuid::Uuid;
 
 struct World {

@@ -9,7 +9,7 @@ use host::manifest::{self, Manifest};
 use host::pgenv;
 use serde_json::json;
 use shared::api::{Component, routes};
-use shared::ports::{Db, Param, Value};
+use shared::base::ports::{Db, Param, Value};
 
 #[tokio::test]
 async fn health_reports_the_database() {
@@ -329,7 +329,7 @@ async fn sync_log_partitions_are_created_ahead_and_absorb_the_default() {
 #[tokio::test]
 async fn native_db_port_types_match_spin_rules() {
     let app: TestApp = spawn_app().await;
-    let pool = shared::native::PgPool::new(&app.app_db_url, 2).unwrap();
+    let pool = shared::runtime::native::PgPool::new(&app.app_db_url, 2).unwrap();
     let db = pool.lazy();
     let id = uuid::Uuid::new_v4();
     let rows = db
@@ -375,12 +375,15 @@ async fn native_db_port_types_match_spin_rules() {
         .query("SELECT $1::int8 AS x", &[Param::Int32(1)])
         .await
         .unwrap_err();
-    assert!(matches!(err, shared::ports::DbError::Query { .. }), "{err}");
+    assert!(
+        matches!(err, shared::base::ports::DbError::Query { .. }),
+        "{err}"
+    );
 
     // A unique violation carries its SQLSTATE.
     let org = app.seed_org("o").await;
     let insert = "INSERT INTO device_services (organization_id, name) VALUES ($1, 'dup')";
-    let err = shared::store::in_org(&db, org, |tx| {
+    let err = shared::domain::store::in_org(&db, org, |tx| {
         Box::pin(async move {
             tx.execute(insert, &[Param::Uuid(org)]).await?;
             tx.execute(insert, &[Param::Uuid(org)]).await
@@ -396,19 +399,20 @@ async fn native_db_port_types_match_spin_rules() {
 async fn transactions_roll_back_on_error() {
     let app = spawn_app().await;
     let org = app.seed_org("t").await;
-    let pool = shared::native::PgPool::new(&app.app_db_url, 2).unwrap();
+    let pool = shared::runtime::native::PgPool::new(&app.app_db_url, 2).unwrap();
     let db = pool.lazy();
-    let r: Result<(), shared::ports::DbError> = shared::store::in_org(&db, org, |tx| {
-        Box::pin(async move {
-            tx.execute(
-                "INSERT INTO device_services (organization_id, name) VALUES ($1, 'a')",
-                &[Param::Uuid(org)],
-            )
-            .await?;
-            tx.execute("SELECT 1/0", &[]).await.map(|_| ())
+    let r: Result<(), shared::base::ports::DbError> =
+        shared::domain::store::in_org(&db, org, |tx| {
+            Box::pin(async move {
+                tx.execute(
+                    "INSERT INTO device_services (organization_id, name) VALUES ($1, 'a')",
+                    &[Param::Uuid(org)],
+                )
+                .await?;
+                tx.execute("SELECT 1/0", &[]).await.map(|_| ())
+            })
         })
-    })
-    .await;
+        .await;
     assert!(r.is_err());
     let n: i64 = app
         .admin()

@@ -1,4 +1,4 @@
-//! The Golioth client (`shared::golioth`) against the simulator on port 0: listings of 0, 1, 100,
+//! The Golioth client (`shared::domain::golioth`) against the simulator on port 0: listings of 0, 1, 100,
 //! 101 and 10,000 devices, every error class, retries that honour `Retry-After` (checked from
 //! the simulator's request timestamps), no retry on final 4xx, timeouts, and the API key staying
 //! out of every formatted error and Debug output.
@@ -12,12 +12,12 @@ use host::simulator::{
     Simulator, SimulatorHandle,
 };
 use serde_json::json;
-use shared::golioth::{
+use shared::base::settings::Secret;
+use shared::domain::golioth::{
     ClientConfig, DeviceUpdate, GoliothClient, GoliothDeviceId, GoliothError, ListDevicesOptions,
     ListingTracker, NewDevice, ProjectId, RetryPolicy, TagId, generate_psk,
 };
-use shared::native::{ReqwestHttp, SystemClock};
-use shared::settings::Secret;
+use shared::runtime::native::{ReqwestHttp, SystemClock};
 
 const PROJECT: &str = "acme-fleet";
 const KEY: &str = "sim-key-0123456789-very-secret";
@@ -330,7 +330,7 @@ async fn device_lifecycle_create_get_patch_delete() {
             name: "sensor-1".into(),
             hardware_ids: vec!["hw-1".into()],
             tag_ids: vec![ids[0].clone()],
-            cohort_id: Some(shared::golioth::CohortId::parse("beta").unwrap()),
+            cohort_id: Some(shared::domain::golioth::CohortId::parse("beta").unwrap()),
             ..NewDevice::default()
         })
         .await

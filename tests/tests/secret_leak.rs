@@ -16,7 +16,7 @@ use serde_json::json;
 
 #[tokio::test]
 async fn no_secret_appears_in_responses_logs_or_the_database() {
-    shared::log::capture(true);
+    shared::base::log::capture(true);
     // Panic messages too (none is expected on a request path; if one happens, it must not
     // carry a secret either).
     let panics: Arc<Mutex<Vec<String>>> = Arc::default();
@@ -153,9 +153,9 @@ async fn no_secret_appears_in_responses_logs_or_the_database() {
     // Under Spin, everything Spin and the components wrote to their log folder.
     let logs = match app.host() {
         Host::Spin(spin) => spin.log_lines(),
-        Host::Native(_) => shared::log::captured(),
+        Host::Native(_) => shared::base::log::captured(),
     };
-    shared::log::capture(false);
+    shared::base::log::capture(false);
     assert!(!logs.is_empty(), "the service logged nothing?");
     std::panic::set_hook(previous);
     let panics: Vec<String> = panics.lock().map(|p| p.clone()).unwrap_or_default();

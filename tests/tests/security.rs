@@ -7,7 +7,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use harness::{TestApp, spawn_app, spawn_app_with};
 use serde_json::json;
-use shared::ports::{Db, Param};
+use shared::base::ports::{Db, Param};
 use uuid::Uuid;
 
 const TENANT_TABLES: &[&str] = &[
@@ -156,7 +156,7 @@ async fn rls_binds_the_app_role_without_where_clauses() {
     let b = app.seed_org("b").await;
     seed_everything(&app, a).await;
     seed_everything(&app, b).await;
-    let pool = shared::native::PgPool::new(&app.app_db_url, 2).unwrap();
+    let pool = shared::runtime::native::PgPool::new(&app.app_db_url, 2).unwrap();
     let db = pool.lazy();
     for table in TENANT_TABLES {
         let sql = format!("SELECT organization_id::text AS org FROM {table}");
@@ -166,7 +166,7 @@ async fn rls_binds_the_app_role_without_where_clauses() {
             "{table}: rows visible without an organization"
         );
         for org in [a, b] {
-            let rows: Vec<String> = shared::store::in_org(&db, org, |tx| {
+            let rows: Vec<String> = shared::domain::store::in_org(&db, org, |tx| {
                 let sql = sql.clone();
                 Box::pin(async move {
                     let rows = tx.query(&sql, &[]).await?;
@@ -183,7 +183,7 @@ async fn rls_binds_the_app_role_without_where_clauses() {
         }
     }
     // Writing a row for another organization is refused by the policy's WITH CHECK.
-    let err = shared::store::in_org(&db, a, |tx| {
+    let err = shared::domain::store::in_org(&db, a, |tx| {
         Box::pin(async move {
             tx.execute(
                 "INSERT INTO devices (organization_id, name) VALUES ($1, 'sneaky')",
@@ -196,7 +196,7 @@ async fn rls_binds_the_app_role_without_where_clauses() {
     .unwrap_err();
     assert_eq!(err.sqlstate(), Some("42501"), "{err}");
     // Updating another organization's rows touches nothing.
-    let n = shared::store::in_org(&db, a, |tx| {
+    let n = shared::domain::store::in_org(&db, a, |tx| {
         Box::pin(async move {
             tx.execute(
                 "UPDATE devices SET name = 'x' WHERE organization_id = $1",
@@ -243,7 +243,7 @@ async fn the_app_role_owns_nothing_and_cannot_bypass_rls() {
     .await;
     assert!(forced.is_empty(), "tables without forced RLS: {forced:?}");
     // The app role cannot create tables or change the schema.
-    let pool = shared::native::PgPool::new(&app.app_db_url, 1).unwrap();
+    let pool = shared::runtime::native::PgPool::new(&app.app_db_url, 1).unwrap();
     let err = pool
         .lazy()
         .execute("CREATE TABLE x (id int)", &[])
@@ -290,7 +290,7 @@ async fn key_rotation_reencrypts_everything_and_old_keys_still_decrypt() {
                 .unwrap()
                 .iter()
                 .map(|r| {
-                    shared::crypto::Keyring::key_id_of(&r.get::<_, Vec<u8>>(0))
+                    shared::domain::crypto::Keyring::key_id_of(&r.get::<_, Vec<u8>>(0))
                         .unwrap()
                         .to_owned()
                 })
@@ -312,15 +312,18 @@ async fn key_rotation_reencrypts_everything_and_old_keys_still_decrypt() {
 
     let report = host::keys::rotate(
         &app.admin_db_url,
-        &shared::settings::Secret::new(new_ring.clone()),
+        &shared::base::settings::Secret::new(new_ring.clone()),
     )
     .await
     .unwrap();
     assert_eq!(report.reencrypted, 3);
     assert_eq!(key_ids(&app).await, ["k2", "k2", "k2"]);
-    let again = host::keys::rotate(&app.admin_db_url, &shared::settings::Secret::new(new_ring))
-        .await
-        .unwrap();
+    let again = host::keys::rotate(
+        &app.admin_db_url,
+        &shared::base::settings::Secret::new(new_ring),
+    )
+    .await
+    .unwrap();
     assert_eq!((again.reencrypted, again.already_current), (0, 3));
 
     // After rotation the old key can be dropped from the ring.

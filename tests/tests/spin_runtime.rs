@@ -10,8 +10,8 @@ use std::time::Duration;
 use harness::{on_spin, spawn_app, start_spin};
 use host::spin_up::{SpinOptions, spin_version};
 use serde_json::Value;
-use shared::native::PgPool;
-use shared::ports::Db;
+use shared::base::ports::Db;
+use shared::runtime::native::PgPool;
 use spin_probe::{ORDERED_CASE, ZERO_ROW_CASES};
 
 fn probe_manifest() -> std::path::PathBuf {

@@ -173,7 +173,7 @@ async fn a_300s_interval_is_queued_once_per_interval_across_ticks() {
     .await
     .unwrap();
     let secs = chrono::Duration::seconds;
-    let queued = |outs: &[shared::engine::TickOutcome]| -> usize {
+    let queued = |outs: &[shared::app::engine::TickOutcome]| -> usize {
         outs.iter().map(|o| o.runs_queued.len()).sum()
     };
     let next_sync = || async {

@@ -9,7 +9,7 @@ use chrono::{DateTime, Duration, SecondsFormat, Utc};
 use harness::{TestApp, TestResponse, spawn_app};
 use host::simulator::{Delivery, PipelineConfig, SimOptions, Simulator, SimulatorHandle};
 use serde_json::{Value, json};
-use shared::webhook::{hmac_signature, standard_signature};
+use shared::domain::webhook::{hmac_signature, standard_signature};
 use uuid::Uuid;
 
 const PROJECT: &str = "hook-project";
@@ -1048,7 +1048,9 @@ async fn oversized_unsupported_and_malformed_bodies_leave_only_a_rejection() {
 }
 
 /// The organizations whose services `tx` can see.
-async fn visible_orgs(tx: &dyn shared::ports::Db) -> Result<Vec<String>, shared::ports::DbError> {
+async fn visible_orgs(
+    tx: &dyn shared::base::ports::Db,
+) -> Result<Vec<String>, shared::base::ports::DbError> {
     let rows = tx
         .query(
             "SELECT organization_id::text AS org FROM device_services",
@@ -1063,8 +1065,8 @@ async fn visible_orgs(tx: &dyn shared::ports::Db) -> Result<Vec<String>, shared:
 /// its end, alone only for the statement. An unknown service leaves no organization set.
 #[tokio::test]
 async fn the_service_lookup_scopes_the_transaction_to_the_services_organization() {
-    use shared::ports::{DbError, transaction};
-    use shared::store::webhooks;
+    use shared::base::ports::{DbError, transaction};
+    use shared::domain::store::webhooks;
     let e = Env::new().await;
     let svc = e.service(json!({}), SECRET).await;
     let other_org = e.app.seed_org("elsewhere").await;
@@ -1078,7 +1080,7 @@ async fn the_service_lookup_scopes_the_transaction_to_the_services_organization(
         )
         .await
         .unwrap();
-    let pool = shared::native::PgPool::new(&e.app.app_db_url, 1).unwrap();
+    let pool = shared::runtime::native::PgPool::new(&e.app.app_db_url, 1).unwrap();
     let db = pool.lazy();
     for (id, org) in [
         (svc, Some(e.org)),

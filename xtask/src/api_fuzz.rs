@@ -109,7 +109,7 @@ pub fn run(root: &Path, target: &Path, max_examples: u32) -> Result<()> {
         .collect();
         let manifest = Manifest::load(&manifest::default_path())?;
         let vars = manifest.resolve_variables(&env)?;
-        shared::log::set_enabled(false);
+        shared::base::log::set_enabled(false);
         let host = server::start(
             &manifest,
             &vars,

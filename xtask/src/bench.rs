@@ -475,7 +475,7 @@ fn ms(d: Duration) -> f64 {
 
 /// The listing pages the engine fetches at once.
 fn list_concurrency() -> usize {
-    shared::engine::PAGE_CONCURRENCY.max(1) as usize
+    shared::app::engine::PAGE_CONCURRENCY.max(1) as usize
 }
 
 /// The fields of two optional JSON objects in one.

@@ -8,6 +8,6 @@
 mod entry {
     #[spin_sdk::http_component]
     async fn handle(req: http::Request<Vec<u8>>) -> http::Response<Vec<u8>> {
-        shared::spin::serve(shared::api::Component::Conflicts, req).await
+        shared::runtime::spin::serve(shared::api::Component::Conflicts, req).await
     }
 }

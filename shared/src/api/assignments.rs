@@ -1,18 +1,19 @@
-//! Assignments: which local devices a service exports to Golioth (list / add / remove).
+//! Assignments: which local devices a service exports to Golioth (list / add / remove) — the
+//! HTTP side of [`crate::app::services::assignments`], `assign` and `unassign`.
 
 use http::StatusCode;
 use serde_json::json;
 
+use super::auth;
 use super::input::{
     JSON_BODY_LIMIT, MAX_BULK_IDS, decode_cursor, encode_cursor, json_body, page_limit, query,
     uuid_list,
 };
-use super::services::load;
 use super::{ApiResult, Ctx, Request, json_response};
-use crate::auth::{self, Role};
-use crate::error::ApiError;
-use crate::routing::Params;
-use crate::store;
+use crate::api::routing::Params;
+use crate::app::access::Role;
+use crate::app::services;
+use crate::base::error::ApiError;
 
 pub async fn list(req: &Request, params: &Params, ctx: &Ctx<'_>) -> ApiResult {
     let caller = auth::authorize(req, params, ctx, Role::Viewer).await?;
@@ -28,12 +29,7 @@ pub async fn list(req: &Request, params: &Params, ctx: &Ctx<'_>) -> ApiResult {
                 .ok_or_else(|| ApiError::bad_request("invalid cursor"))?,
         ),
     };
-    load(ctx, caller.org_id, service).await?;
-    let org = caller.org_id;
-    let rows = store::in_org(ctx.db, org, |tx| {
-        Box::pin(async move { store::assignments::list(tx, org, service, after, limit + 1).await })
-    })
-    .await?;
+    let rows = services::assignments(ctx, caller.org_id, service, after, limit + 1).await?;
     let more = rows.len() as i64 > limit;
     let page = &rows[..rows.len().min(limit as usize)];
     let next = more
@@ -66,12 +62,7 @@ pub async fn add(req: &Request, params: &Params, ctx: &Ctx<'_>) -> ApiResult {
     let service = auth::path_uuid(params, "service_id")?;
     let body = json_body(req, JSON_BODY_LIMIT)?;
     let ids = uuid_list(&body, "device_ids", MAX_BULK_IDS)?;
-    load(ctx, caller.org_id, service).await?;
-    let org = caller.org_id;
-    let (added, missing) = store::in_org(ctx.db, org, |tx| {
-        Box::pin(async move { store::assignments::add(tx, org, service, &ids).await })
-    })
-    .await?;
+    let (added, missing) = services::assign(ctx, caller.org_id, service, &ids).await?;
     Ok(json_response(
         StatusCode::OK,
         &json!({"added": added, "not_found": missing}),
@@ -83,11 +74,6 @@ pub async fn remove(req: &Request, params: &Params, ctx: &Ctx<'_>) -> ApiResult 
     let service = auth::path_uuid(params, "service_id")?;
     let body = json_body(req, JSON_BODY_LIMIT)?;
     let ids = uuid_list(&body, "device_ids", MAX_BULK_IDS)?;
-    load(ctx, caller.org_id, service).await?;
-    let org = caller.org_id;
-    let removed = store::in_org(ctx.db, org, |tx| {
-        Box::pin(async move { store::assignments::remove(tx, org, service, &ids).await })
-    })
-    .await?;
+    let removed = services::unassign(ctx, caller.org_id, service, &ids).await?;
     Ok(json_response(StatusCode::OK, &json!({"removed": removed})))
 }

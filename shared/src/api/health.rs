@@ -4,17 +4,17 @@ use http::StatusCode;
 use serde_json::json;
 
 use super::{ApiResult, Ctx, json_response};
-use crate::error::ApiError;
-use crate::store;
+use crate::app::health;
+use crate::base::error::ApiError;
 
 pub async fn health(ctx: &Ctx<'_>) -> ApiResult {
-    match store::ping(ctx.db).await {
+    match health::check(ctx).await {
         Ok(()) => Ok(json_response(
             StatusCode::OK,
             &json!({"status": "ok", "database": "ok"}),
         )),
         Err(e) => {
-            crate::log::warn("health check failed", json!({"error": e.to_string()}));
+            crate::base::log::warn("health check failed", json!({"error": e.to_string()}));
             Err(ApiError::unavailable("the database is not reachable")
                 .with_extension("database", json!("unavailable")))
         }

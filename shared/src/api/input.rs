@@ -8,7 +8,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::Value;
 
 use super::Request;
-use crate::error::ApiError;
+use crate::base::error::ApiError;
 
 /// Default body limit of JSON API routes.
 pub const JSON_BODY_LIMIT: usize = 64 * 1024;

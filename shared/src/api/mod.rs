@@ -1,14 +1,18 @@
-//! HTTP entry points shared by both hosts: the per-component route tables, the dispatcher
-//! (routing, CORS, request log, problem+json rendering) and the handler context.
+//! The HTTP layer, shared by both hosts: the per-component route tables, the dispatcher
+//! (routing, CORS, request log, problem+json rendering) and one thin module per endpoint group
+//! (authorize, parse the input into typed values, call one use case, render the answer).
+//!
+//! Owns routes, input parsing, authorization and rendering; holds no SQL, no transaction and no
+//! business rule. Uses `app` (the use cases), and `domain`/`base` for types only.
 
 mod assignments;
+pub mod auth;
 mod conflicts;
 mod health;
-pub mod ingest_batch;
 pub mod input;
+pub mod routing;
 mod runs;
-pub mod service_cache;
-pub(crate) mod services;
+mod services;
 mod stats;
 mod sync;
 mod sync_log;
@@ -22,10 +26,10 @@ use bytes::Bytes;
 use http::{HeaderValue, Method, StatusCode};
 use serde_json::json;
 
-use crate::error::ApiError;
-use crate::ports::{Clock, Config, Db, HttpClient};
-use crate::routing::{Params, RoutePattern};
-use crate::settings::Settings;
+use crate::api::routing::{Params, RoutePattern};
+use crate::base::ctx::Ctx;
+use crate::base::error::ApiError;
+use crate::base::settings::Settings;
 
 pub type Request = http::Request<Bytes>;
 pub type Response = http::Response<Bytes>;
@@ -56,32 +60,6 @@ impl Component {
 
     pub fn from_id(id: &str) -> Option<Component> {
         Component::ALL.into_iter().find(|c| c.id() == id)
-    }
-}
-
-/// What a handler may use: the ports for this request and the settings derived from `Config`.
-pub struct Ctx<'a> {
-    pub db: &'a dyn Db,
-    pub http: &'a dyn HttpClient,
-    pub clock: &'a dyn Clock,
-    pub config: &'a dyn Config,
-    pub settings: Settings,
-}
-
-impl<'a> Ctx<'a> {
-    pub fn new(
-        db: &'a dyn Db,
-        http: &'a dyn HttpClient,
-        clock: &'a dyn Clock,
-        config: &'a dyn Config,
-    ) -> Self {
-        Ctx {
-            db,
-            http,
-            clock,
-            config,
-            settings: Settings::from_config(config),
-        }
     }
 }
 
@@ -125,7 +103,7 @@ pub enum Access {
     /// The service's webhook secret (Golioth Pipelines).
     WebhookSecret,
     /// A member of the organization in the path with at least this role; non-members get 404.
-    Org(crate::auth::Role),
+    Org(crate::app::access::Role),
 }
 
 /// One row of a component's route table.
@@ -155,9 +133,9 @@ const fn r(
 /// test holds the two (and the OpenAPI document) together.
 pub fn routes(component: Component) -> &'static [Route] {
     use Endpoint::*;
-    const VIEWER: Access = Access::Org(crate::auth::Role::Viewer);
-    const MEMBER: Access = Access::Org(crate::auth::Role::Member);
-    const ADMIN: Access = Access::Org(crate::auth::Role::Admin);
+    const VIEWER: Access = Access::Org(crate::app::access::Role::Viewer);
+    const MEMBER: Access = Access::Org(crate::app::access::Role::Member);
+    const ADMIN: Access = Access::Org(crate::app::access::Role::Admin);
     const DEVICE_SYNC: &[Route] = &[
         r("GET", "/health", Health, Access::Public),
         r("POST", "/internal/tick", Tick, Access::Internal),
@@ -374,7 +352,7 @@ pub async fn dispatch(component: Component, req: Request, ctx: &Ctx<'_>) -> Resp
         Ok(resp) => resp,
         Err(err) => {
             if err.status.is_server_error() {
-                crate::log::error(
+                crate::base::log::error(
                     "request failed",
                     json!({"request_id": rid, "route": route, "status": err.status.as_u16(),
                            "cause": err.cause().unwrap_or("")}),
@@ -391,7 +369,7 @@ pub async fn dispatch(component: Component, req: Request, ctx: &Ctx<'_>) -> Resp
     if let Ok(v) = HeaderValue::from_str(&rid) {
         response.headers_mut().insert("x-request-id", v);
     }
-    crate::log::info(
+    crate::base::log::info(
         "request",
         json!({"request_id": rid, "component": component.id(), "method": method.as_str(),
                "route": route, "status": response.status().as_u16(),

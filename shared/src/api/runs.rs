@@ -5,13 +5,15 @@ use http::StatusCode;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
+use super::auth;
 use super::input::{decode_cursor, encode_cursor, page_limit, query};
 use super::{ApiResult, Ctx, Request, json_response};
-use crate::auth::{self, Role};
-use crate::engine::progress::Stats;
-use crate::error::ApiError;
-use crate::routing::Params;
-use crate::store::{self, runs::RunFilter, runs::RunRow};
+use crate::api::routing::Params;
+use crate::app::access::Role;
+use crate::app::engine::progress::Stats;
+use crate::app::runs::{self as uc, Cancelled};
+use crate::base::error::ApiError;
+use crate::domain::store::runs::{RunFilter, RunRow};
 
 const STATUSES: &[&str] = &[
     "queued",
@@ -112,11 +114,7 @@ pub async fn list(req: &Request, params: &Params, ctx: &Ctx<'_>) -> ApiResult {
         before: before_cursor(&q)?,
         limit: limit + 1,
     };
-    let org = caller.org_id;
-    let rows = store::in_org(ctx.db, org, |tx| {
-        Box::pin(async move { store::runs::list(tx, org, &filter).await })
-    })
-    .await?;
+    let rows = uc::list(ctx, caller.org_id, &filter).await?;
     let more = rows.len() as i64 > limit;
     let page = &rows[..rows.len().min(limit as usize)];
     let next = more
@@ -132,36 +130,22 @@ pub async fn list(req: &Request, params: &Params, ctx: &Ctx<'_>) -> ApiResult {
     ))
 }
 
-async fn load_run(ctx: &Ctx<'_>, org: Uuid, id: Uuid) -> Result<RunRow, ApiError> {
-    store::in_org(ctx.db, org, |tx| {
-        Box::pin(async move { store::runs::get(tx, org, id, false).await })
-    })
-    .await?
-    .ok_or_else(|| ApiError::not_found("no such run"))
-}
-
 pub async fn get(req: &Request, params: &Params, ctx: &Ctx<'_>) -> ApiResult {
     let caller = auth::authorize(req, params, ctx, Role::Viewer).await?;
     let id = auth::path_uuid(params, "run_id")?;
-    let run = load_run(ctx, caller.org_id, id).await?;
+    let run = uc::get(ctx, caller.org_id, id).await?;
     Ok(json_response(StatusCode::OK, &render(&run)))
 }
 
 pub async fn cancel(req: &Request, params: &Params, ctx: &Ctx<'_>) -> ApiResult {
     let caller = auth::authorize(req, params, ctx, Role::Member).await?;
     let id = auth::path_uuid(params, "run_id")?;
-    let org = caller.org_id;
-    let now = ctx.clock.now();
-    let (run, cancelled) = store::in_org(ctx.db, org, |tx| {
-        Box::pin(async move { store::runs::cancel(tx, org, id, now).await })
-    })
-    .await?
-    .ok_or_else(|| ApiError::not_found("no such run"))?;
-    if !cancelled {
-        return Err(
-            ApiError::conflict(format!("the run already ended ({})", run.status))
-                .with_extension("run", render(&run)),
-        );
+    match uc::cancel(ctx, caller.org_id, id).await? {
+        Cancelled::Now(run) => Ok(json_response(StatusCode::OK, &render(&run))),
+        Cancelled::AlreadyEnded(run) => Err(ApiError::conflict(format!(
+            "the run already ended ({})",
+            run.status
+        ))
+        .with_extension("run", render(&run))),
     }
-    Ok(json_response(StatusCode::OK, &render(&run)))
 }

@@ -4,13 +4,13 @@
 use http::StatusCode;
 use serde_json::json;
 
+use super::auth;
 use super::input::query;
-use super::services::load;
 use super::{ApiResult, Ctx, Request, json_response};
-use crate::auth::{self, Role};
-use crate::error::ApiError;
-use crate::routing::Params;
-use crate::store;
+use crate::api::routing::Params;
+use crate::app::access::Role;
+use crate::app::runs;
+use crate::base::error::ApiError;
 
 pub const DEFAULT_WINDOW_DAYS: i64 = 30;
 pub const MAX_WINDOW_DAYS: i64 = 366;
@@ -30,19 +30,16 @@ pub async fn get(req: &Request, params: &Params, ctx: &Ctx<'_>) -> ApiResult {
             }
         },
     };
-    let org = caller.org_id;
-    load(ctx, org, service).await?;
-    let now = ctx.clock.now();
-    let since = now - chrono::Duration::days(days);
-    let mut stats = store::in_org(ctx.db, org, |tx| {
-        Box::pin(async move { store::sync_log::service_stats(tx, org, service, since).await })
-    })
-    .await?;
+    let runs::ServiceStats {
+        mut stats,
+        since,
+        until,
+    } = runs::stats(ctx, caller.org_id, service, days).await?;
     stats["service_id"] = json!(service);
     stats["window"] = json!({
         "days": days,
         "since": since.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-        "until": now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        "until": until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
     });
     Ok(json_response(StatusCode::OK, &stats))
 }

@@ -5,13 +5,15 @@ use http::StatusCode;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
+use super::auth;
 use super::input::{encode_cursor, page_limit, query};
 use super::runs::before_cursor;
 use super::{ApiResult, Ctx, Request, json_response};
-use crate::auth::{self, Role};
-use crate::error::ApiError;
-use crate::routing::Params;
-use crate::store::{self, sync_log::LogFilter};
+use crate::api::routing::Params;
+use crate::app::access::Role;
+use crate::app::runs;
+use crate::base::error::ApiError;
+use crate::domain::store::sync_log::LogFilter;
 
 fn uuid_q(
     q: &std::collections::HashMap<String, String>,
@@ -44,11 +46,7 @@ pub async fn list(req: &Request, params: &Params, ctx: &Ctx<'_>) -> ApiResult {
         before: before_cursor(&q)?,
         limit: limit + 1,
     };
-    let org = caller.org_id;
-    let rows = store::in_org(ctx.db, org, |tx| {
-        Box::pin(async move { store::sync_log::list(tx, org, &filter).await })
-    })
-    .await?;
+    let rows = runs::log(ctx, caller.org_id, &filter).await?;
     let more = rows.len() as i64 > limit;
     let page = &rows[..rows.len().min(limit as usize)];
     let next = more

@@ -6,10 +6,10 @@ use std::time::Duration;
 use http::StatusCode;
 
 use super::{ApiResult, Ctx, Request, json_response};
-use crate::auth;
-use crate::engine;
-use crate::error::ApiError;
-use crate::routing::Params;
+use crate::api::auth;
+use crate::api::routing::Params;
+use crate::app::engine;
+use crate::base::error::ApiError;
 
 pub async fn tick(req: &Request, _params: &Params, ctx: &Ctx<'_>) -> ApiResult {
     auth::authorize_internal(req, ctx)?;

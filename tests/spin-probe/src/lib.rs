@@ -1,5 +1,5 @@
 //! Test-only Spin component (never deployed): runs each kind of statement that can yield zero rows
-//! through the product's Spin Postgres adapter (`shared::spin::SpinDb`, which applies the zero-row
+//! through the product's Spin Postgres adapter (`shared::runtime::spin::SpinDb`, which applies the zero-row
 //! guard) and answers what came back and how long it took. `GET /raw?case=<kind>` sends one case
 //! straight to Spin's `pg4` binding without the guard: the canary that shows the host bug.
 
@@ -45,7 +45,7 @@ pub const ORDERED_CASE: &str =
 #[allow(unsafe_code)]
 mod entry {
     use serde_json::{Value, json};
-    use shared::ports::{Db, Param};
+    use shared::base::ports::{Db, Param};
 
     fn now_ms() -> f64 {
         let t = std::time::SystemTime::now()
@@ -89,7 +89,7 @@ mod entry {
             };
         }
         // `/guarded`: every case through the product's adapter, then the ordered one.
-        let db = shared::spin::SpinDb::new(Some(url));
+        let db = shared::runtime::spin::SpinDb::new(Some(url));
         let mut cases = Vec::new();
         for (kind, sql) in super::ZERO_ROW_CASES {
             let started = now_ms();

@@ -11,9 +11,9 @@ use chrono::{DateTime, Utc};
 use harness::{AppOptions, ENCRYPTION_KEY, INTERNAL_TOKEN, JWT_SECRET, TestApp, TestResponse};
 use host::simulator::{ProjectSpec, SeedSpec, SimOptions, Simulator, SimulatorHandle};
 use serde_json::{Value, json};
-use shared::api::Ctx;
-use shared::engine::TickOutcome;
-use shared::native::{PgPool, ReqwestHttp, SystemClock};
+use shared::app::engine::TickOutcome;
+use shared::base::ctx::Ctx;
+use shared::runtime::native::{PgPool, ReqwestHttp, SystemClock};
 use uuid::Uuid;
 
 /// An app, a simulator, and one organization with a member, an admin and a viewer.
@@ -326,7 +326,7 @@ impl Env {
         let db = self.pool.lazy();
         let config = self.config();
         let ctx = Ctx::new(&db, &self.http, &SystemClock, &config);
-        shared::engine::tick(&ctx, now, budget).await
+        shared::app::engine::tick(&ctx, now, budget).await
     }
 
     /// A run row, read as the owner.
