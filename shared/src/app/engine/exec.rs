@@ -118,7 +118,8 @@ impl Item {
 
 /// A Golioth write's raw result (before conversion).
 enum WriteResult {
-    Created(Box<Device>, Option<String>),
+    /// The device, a credential note, and whether it was found after a lost answer (adopted).
+    Created(Box<Device>, Option<String>, bool),
     Updated(Box<Device>),
     Deleted,
     Stale(Box<Device>),
@@ -817,7 +818,16 @@ impl<'c> Exec<'c> {
             let mut stale: Vec<(usize, Box<Device>)> = Vec::new();
             for (i, result) in results {
                 let outcome = match result {
-                    WriteResult::Created(d, cred) => {
+                    WriteResult::Created(d, _, true)
+                        if self.linked_elsewhere(&d, items[i].plan.device_id).await? =>
+                    {
+                        Outcome::Failed(format!(
+                            "identity conflict: Golioth device {} has these hardware ids and is \
+                             linked to another local device",
+                            d.id.as_str()
+                        ))
+                    }
+                    WriteResult::Created(d, cred, _) => {
                         self.stats.remote_writes += 1 + u64::from(cred.is_some());
                         let r = self.convert(std::slice::from_ref(&*d)).await?.remove(0);
                         if let Some(note) = cred {
@@ -883,6 +893,18 @@ impl<'c> Exec<'c> {
         Ok(())
     }
 
+    /// Whether a device found after a lost create answer is linked to a local device other than
+    /// `mine` (then it is not the one this run created).
+    async fn linked_elsewhere(&self, d: &Device, mine: Option<Uuid>) -> Result<bool, EngineError> {
+        let (org, service, ext) = (self.org, self.service, d.id.as_str().to_owned());
+        let ext = &ext;
+        let owner = store::in_org(self.ctx.db, org, |tx| {
+            Box::pin(async move { store::sync::linked_to(tx, org, service, ext).await })
+        })
+        .await?;
+        Ok(owner.is_some_and(|o| Some(o) != mine))
+    }
+
     /// One device's Golioth write.
     async fn write_remote(&self, it: &Item) -> WriteResult {
         let ext = || {
@@ -898,8 +920,8 @@ impl<'c> Exec<'c> {
                     Ok(n) => n,
                     Err(e) => return WriteResult::Failed(e),
                 };
-                let mut created = match self.client.create_device(&new).await {
-                    Ok(d) => d,
+                let (mut created, adopted) = match self.client.create_device_once(&new).await {
+                    Ok(c) => (c.device, c.adopted),
                     Err(e) => return WriteResult::Failed(reason(&e)),
                 };
                 // Golioth creates devices enabled; a disabled local device stays disabled.
@@ -931,7 +953,7 @@ impl<'c> Exec<'c> {
                         },
                     );
                 }
-                WriteResult::Created(Box::new(created), note)
+                WriteResult::Created(Box::new(created), note, adopted)
             }
             Some(RemoteWrite::Update {
                 expected_updated_at,

@@ -32,6 +32,14 @@ pub const MAX_PER_PAGE: u32 = 100;
 /// listing going forever (1,000,000 devices at 100 per page).
 pub const DEFAULT_MAX_PAGES: u32 = 10_000;
 
+/// What a create made: the device, and whether an earlier attempt of this call had made it and
+/// it was found by looking (its answer was lost).
+#[derive(Debug, Clone)]
+pub struct Created {
+    pub device: Device,
+    pub adopted: bool,
+}
+
 /// Where and as whom to talk to Golioth. `Debug` shows the key as `Secret(***)`.
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
@@ -559,45 +567,84 @@ impl<'a> GoliothClient<'a> {
         self.project_path(&format!("/devices/{}{rest}", id.as_str()))
     }
 
-    /// `POST …/devices` → 200 `{data}`. If a retried attempt meets a duplicate after an attempt
-    /// whose outcome is unknown (timeout, 500, cut body), that first attempt probably created
-    /// the device: it is looked up by name and returned when its hardware ids match.
+    /// `POST …/devices` → 200 `{data}`. Safe to repeat: when an attempt's outcome is unknown
+    /// (no answer, a broken connection, a 5xx) and the call then fails — with a duplicate on a
+    /// retry (the first attempt created it) or with the unknown outcome itself — Golioth is asked
+    /// whether the device exists ([`GoliothClient::find_created`]), and the device is returned when it
+    /// is the one `new` describes. Otherwise the original error stands.
     pub async fn create_device(&self, new: &NewDevice) -> Result<Device, GoliothError> {
+        self.create_device_once(new).await.map(|c| c.device)
+    }
+
+    /// [`GoliothClient::create_device`], saying whether the device was found rather than created
+    /// by this call (`adopted`): the caller then checks it is not already someone else's.
+    pub async fn create_device_once(&self, new: &NewDevice) -> Result<Created, GoliothError> {
         let body = new.to_json()?;
         match self
             .call(Method::POST, &self.project_path("/devices"), Some(body))
             .await
         {
-            Ok(v) => {
-                Device::from_json(&data(v, "created device")?).map_err(shape("created device"))
-            }
-            Err(f) if f.error.is_duplicate() && f.earlier_outcome_unknown => {
-                let mine = self
-                    .find_devices_by_name(&new.name)
-                    .await?
-                    .into_iter()
-                    .find(|d| new.hardware_ids.iter().all(|h| d.hardware_ids.contains(h)));
-                mine.ok_or(f.error)
+            Ok(v) => Ok(Created {
+                device: Device::from_json(&data(v, "created device")?)
+                    .map_err(shape("created device"))?,
+                adopted: false,
+            }),
+            Err(f)
+                if f.error.outcome_unknown()
+                    || (f.error.is_duplicate() && f.earlier_outcome_unknown) =>
+            {
+                match self.find_created(new).await {
+                    Ok(Some(device)) => Ok(Created {
+                        device,
+                        adopted: true,
+                    }),
+                    _ => Err(f.error),
+                }
             }
             Err(f) => Err(f.error),
         }
     }
 
-    /// `PATCH …/devices/{id}` with only the fields set → `{data}`.
+    /// The device a create of `new` made, if Golioth holds it: looked up by its first hardware
+    /// id (unique per project), else by name; it must carry the same name and every hardware id.
+    pub async fn find_created(&self, new: &NewDevice) -> Result<Option<Device>, GoliothError> {
+        let candidates = match new.hardware_ids.first() {
+            Some(h) => self.find_devices_by_hardware_id(h).await?,
+            None => self.find_devices_by_name(&new.name).await?,
+        };
+        Ok(candidates.into_iter().find(|d| {
+            d.name.as_deref() == Some(new.name.as_str())
+                && new.hardware_ids.iter().all(|h| d.hardware_ids.contains(h))
+        }))
+    }
+
+    /// `PATCH …/devices/{id}` with only the fields set → `{data}`. A PATCH is idempotent; when the
+    /// call ends with an unknown outcome, the device is read back and returned if it shows the
+    /// update (the caller's base is then what Golioth holds), otherwise the error stands.
     pub async fn update_device(
         &self,
         id: &GoliothDeviceId,
         update: &DeviceUpdate,
     ) -> Result<Device, GoliothError> {
         let body = update.to_json()?;
-        let v = self
+        match self
             .call(Method::PATCH, &self.device_path(id, ""), Some(body))
-            .await?;
-        Device::from_json(&data(v, "updated device")?).map_err(shape("updated device"))
+            .await
+        {
+            Ok(v) => {
+                Device::from_json(&data(v, "updated device")?).map_err(shape("updated device"))
+            }
+            Err(f) if f.error.outcome_unknown() => match self.get_device(id).await {
+                Ok(d) if update.is_applied_to(&d) => Ok(d),
+                _ => Err(f.error),
+            },
+            Err(f) => Err(f.error),
+        }
     }
 
     /// `DELETE …/devices/{id}` → 200 `{}`. A `NotFound` after an attempt whose outcome is unknown
-    /// means that attempt deleted it, which counts as success.
+    /// means that attempt deleted it, which counts as success; a call that ends with an unknown
+    /// outcome is resolved by reading the device (gone = deleted).
     pub async fn delete_device(&self, id: &GoliothDeviceId) -> Result<(), GoliothError> {
         match self
             .call(Method::DELETE, &self.device_path(id, ""), None)
@@ -605,6 +652,10 @@ impl<'a> GoliothClient<'a> {
         {
             Ok(_) => Ok(()),
             Err(f) if f.error.is_not_found() && f.earlier_outcome_unknown => Ok(()),
+            Err(f) if f.error.outcome_unknown() => match self.get_device(id).await {
+                Err(e) if e.is_not_found() => Ok(()),
+                _ => Err(f.error),
+            },
             Err(f) => Err(f.error),
         }
     }
@@ -709,8 +760,14 @@ impl<'a> GoliothClient<'a> {
             .await
         {
             Ok(v) => Tag::from_json(&data(v, "created tag")?).map_err(shape("created tag")),
-            Err(f) if f.error.is_duplicate() && f.earlier_outcome_unknown => {
-                self.find_tag(name).await?.ok_or(f.error)
+            Err(f)
+                if f.error.outcome_unknown()
+                    || (f.error.is_duplicate() && f.earlier_outcome_unknown) =>
+            {
+                match self.find_tag(name).await {
+                    Ok(Some(tag)) => Ok(tag),
+                    _ => Err(f.error),
+                }
             }
             Err(f) => Err(f.error),
         }

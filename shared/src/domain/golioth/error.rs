@@ -205,15 +205,19 @@ impl GoliothError {
         )
     }
 
-    /// Whether the request may have taken effect although it failed (a timeout, a 500, a body
-    /// cut in transit), so that a retried create can meet its own first attempt as a duplicate.
-    /// 429 and 503 mean the request was refused before it ran.
+    /// Whether the request may have taken effect although it failed: no answer in time, a
+    /// connection broken after the request was sent, an unreadable body, or any 5xx (a proxy's
+    /// 503 does not prove the request never reached Golioth). A write that ends like this is
+    /// resolved by looking (see `GoliothClient::create_device`), never reported as failed on a
+    /// guess. Only 429 is a refusal before anything ran.
     pub fn outcome_unknown(&self) -> bool {
-        match self {
-            GoliothError::Timeout | GoliothError::Transport(_) | GoliothError::Decode(_) => true,
-            GoliothError::Server { status, .. } => status.http_status != 503,
-            _ => false,
-        }
+        matches!(
+            self,
+            GoliothError::Timeout
+                | GoliothError::Transport(_)
+                | GoliothError::Decode(_)
+                | GoliothError::Server { .. }
+        )
     }
 
     pub fn is_duplicate(&self) -> bool {
@@ -333,7 +337,7 @@ mod tests {
         }
         assert!(GoliothError::Timeout.is_retryable());
         assert!(!GoliothError::Denied("x".into()).is_retryable());
-        assert!(!classify(503, "").outcome_unknown());
+        assert!(classify(503, "").outcome_unknown());
         assert!(classify(500, "").outcome_unknown());
         assert!(!classify(429, "").outcome_unknown());
     }

@@ -15,7 +15,8 @@ pub mod retry;
 pub mod types;
 
 pub use client::{
-    ClientConfig, DEFAULT_MAX_PAGES, GoliothClient, ListDevicesOptions, MAX_PER_PAGE, generate_psk,
+    ClientConfig, Created, DEFAULT_MAX_PAGES, GoliothClient, ListDevicesOptions, MAX_PER_PAGE,
+    generate_psk,
 };
 pub use error::{ApiStatus, GoliothError};
 pub use listing::{DeviceListing, DevicePage, ListingSummary, ListingTracker};

@@ -4,7 +4,7 @@
 use serde_json::{Map, Value, json};
 
 use super::error::GoliothError;
-use super::types::{BlueprintId, CohortId, TagId};
+use super::types::{BlueprintId, CohortId, Device, TagId};
 
 /// A device to create. Tags, blueprint and cohort must already exist in Golioth ("The tags,
 /// blueprint and cohort must already have been created"); create missing tags first.
@@ -83,6 +83,50 @@ pub struct DeviceUpdate {
 impl DeviceUpdate {
     pub fn is_empty(&self) -> bool {
         *self == DeviceUpdate::default()
+    }
+
+    /// Whether `device`, as Golioth holds it, already shows every change of this update: how a
+    /// `PATCH` whose answer was lost is judged by looking instead of guessing.
+    pub fn is_applied_to(&self, device: &Device) -> bool {
+        let same_set = |want: &[String], have: &[String]| {
+            want.len() == have.len() && want.iter().all(|w| have.contains(w))
+        };
+        let tags: Vec<String> = device
+            .tag_ids
+            .iter()
+            .map(|t| t.as_str().to_owned())
+            .collect();
+        let ids = |t: &[TagId]| t.iter().map(|t| t.as_str().to_owned()).collect::<Vec<_>>();
+        self.name
+            .as_ref()
+            .is_none_or(|n| device.name.as_ref() == Some(n))
+            && self.enabled.is_none_or(|e| device.enabled == Some(e))
+            && self
+                .hardware_ids
+                .as_ref()
+                .is_none_or(|h| same_set(h, &device.hardware_ids))
+            && self
+                .add_hardware_ids
+                .iter()
+                .all(|h| device.hardware_ids.contains(h))
+            && !self
+                .remove_hardware_ids
+                .iter()
+                .any(|h| device.hardware_ids.contains(h))
+            && self
+                .tag_ids
+                .as_ref()
+                .is_none_or(|t| same_set(&ids(t), &tags))
+            && ids(&self.add_tag_ids).iter().all(|t| tags.contains(t))
+            && !ids(&self.remove_tag_ids).iter().any(|t| tags.contains(t))
+            && self
+                .blueprint_id
+                .as_ref()
+                .is_none_or(|b| b.as_ref() == device.blueprint_id.as_ref())
+            && self
+                .cohort_id
+                .as_ref()
+                .is_none_or(|c| c.as_ref() == device.cohort_id.as_ref())
     }
 
     pub fn to_json(&self) -> Result<Value, GoliothError> {

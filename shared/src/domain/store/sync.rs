@@ -422,6 +422,27 @@ pub async fn linked_count(db: &dyn Db, org: Uuid, service: Uuid) -> Result<u64, 
     Ok(u64::try_from(n).unwrap_or(0))
 }
 
+/// The local device of `service` linked to Golioth device `external_id`, if any.
+pub async fn linked_to(
+    db: &dyn Db,
+    org: Uuid,
+    service: Uuid,
+    external_id: &str,
+) -> Result<Option<Uuid>, DbError> {
+    let rows = db
+        .query(
+            "SELECT device_id FROM device_service_assignments \
+             WHERE organization_id = $1 AND service_id = $2 AND external_device_id = $3",
+            &[
+                Param::Uuid(org),
+                Param::Uuid(service),
+                Param::Text(external_id.to_owned()),
+            ],
+        )
+        .await?;
+    rows.first().map(|r| r.get::<Uuid>("device_id")).transpose()
+}
+
 // ---------------------------------------------------------------------------------------------
 // Bulk writes of one slice (all inside the slice's transaction)
 // ---------------------------------------------------------------------------------------------
