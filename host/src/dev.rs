@@ -121,6 +121,21 @@ async fn golioth_target(opts: &UpOptions) -> Result<GoliothTarget> {
     .context("starting the Golioth simulator")?;
     sim.create_demo_project(DEMO_PROJECT, DEMO_API_KEY, opts.demo_devices)
         .map_err(|e| anyhow::anyhow!("seeding the demo project: {e:?}"))?;
+    // `GS_SIM_LOST_ANSWERS=0.3`: that share of Golioth writes is applied and its answer lost
+    // (half 503, half a dropped connection); also settable later with PUT /_sim/faults/rates.
+    if let Some(share) = std::env::var("GS_SIM_LOST_ANSWERS")
+        .ok()
+        .and_then(|v| v.parse::<f64>().ok())
+        .filter(|s| *s > 0.0)
+    {
+        sim.set_fault_rates(crate::simulator::FaultRates {
+            seed: 1,
+            lost_unavailable: share / 2.0,
+            lost_dropped: share / 2.0,
+            ..Default::default()
+        });
+        println!("simulator: {share} of Golioth writes lose their answer");
+    }
     Ok(GoliothTarget {
         base_url: sim.base_url(),
         project_id: DEMO_PROJECT.into(),

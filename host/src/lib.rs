@@ -3,6 +3,7 @@
 //! and applies migrations. `cargo xtask up` and the integration tests both start it from here;
 //! `spin_up` starts the same app under the real Spin CLI for the Spin suite and benchmarks.
 
+pub mod cli;
 pub mod dev;
 pub mod keys;
 pub mod manifest;

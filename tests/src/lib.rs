@@ -166,6 +166,8 @@ pub struct TestApp {
     /// The application variables the host was started with (before resolution).
     env: HashMap<String, String>,
     host: Option<Host>,
+    /// Set by `use_killable_host` on the native host: the host binary to run as a process.
+    native_bin: Option<String>,
 }
 
 /// Options for `spawn_app_with`.
@@ -217,6 +219,7 @@ async fn try_spawn(opts: AppOptions) -> Result<TestApp> {
         server_admin_url: server.admin_url,
         env,
         host: Some(host),
+        native_bin: None,
     })
 }
 
@@ -268,9 +271,11 @@ pub fn native_only(reason: &str) -> bool {
     }
 }
 
-/// A running host for one test: the native host in this process, or `spin up`.
+/// A running host for one test: the native host in this process, the native host as its own
+/// process (which a test can SIGKILL), or `spin up`.
 pub enum Host {
     Native(RunningHost),
+    Process(HostProcess),
     Spin(SpinApp),
 }
 
@@ -278,17 +283,73 @@ impl Host {
     pub fn base_url(&self) -> String {
         match self {
             Host::Native(h) => h.base_url(),
+            Host::Process(p) => p.base_url.clone(),
             Host::Spin(s) => s.base_url(),
         }
     }
 
-    /// Stop the host now (the Spin process group is killed).
+    /// Stop the host now (a host process or the Spin process group is killed with SIGKILL).
     pub fn shutdown(self) {
         match self {
             Host::Native(h) => h.shutdown(),
+            Host::Process(mut p) => p.kill(),
             Host::Spin(mut s) => s.stop(),
         }
     }
+}
+
+/// The native host running as `gs-host serve` (the tests crate's copy of `golioth-sync`).
+pub struct HostProcess {
+    child: std::process::Child,
+    base_url: String,
+}
+
+impl HostProcess {
+    /// SIGKILL: no shutdown of any kind, like a crash or an OOM kill.
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for HostProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn start_process(bin: &str, env: &HashMap<String, String>) -> Result<Host> {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let mut cmd = Command::new(bin);
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--threads", "1"])
+        .args(["--tick-seconds", "0", "--manifest"])
+        .arg(manifest::default_path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    for (k, v) in env {
+        cmd.env(format!("SPIN_VARIABLE_{}", k.to_ascii_uppercase()), v);
+    }
+    let mut child = cmd.spawn().with_context(|| format!("starting {bin}"))?;
+    let stdout = child.stdout.take().context("host stdout")?;
+    let mut lines = BufReader::new(stdout).lines();
+    let base_url = loop {
+        match lines.next() {
+            Some(Ok(l)) => {
+                if let Some(url) = l.strip_prefix("listening on ") {
+                    break url.trim().to_owned();
+                }
+            }
+            _ => {
+                let _ = child.kill();
+                anyhow::bail!("{bin} exited before listening");
+            }
+        }
+    };
+    // Keep draining its output so the host never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines.by_ref() {});
+    Ok(Host::Process(HostProcess { child, base_url }))
 }
 
 fn start_host(env: &HashMap<String, String>) -> Result<Host> {
@@ -386,6 +447,32 @@ impl TestApp {
             Ok(h) => h,
             Err(e) => panic!("another_host: {e:#}"),
         }
+    }
+
+    /// Replace the host with one this test can SIGKILL: the native host as its own process
+    /// (`native_bin`: the test's `env!("CARGO_BIN_EXE_gs-host")`), or `spin up` as always.
+    pub fn use_killable_host(&mut self, native_bin: &str) {
+        self.native_bin = (!on_spin()).then(|| native_bin.to_owned());
+        self.kill_host();
+        self.restart_host();
+    }
+
+    /// Kill the host with SIGKILL (after [`TestApp::use_killable_host`]) and wait for it.
+    pub fn kill_host(&mut self) {
+        if let Some(h) = self.host.take() {
+            h.shutdown();
+        }
+    }
+
+    /// Start the host again on the same database and variables; `base_url` moves to it.
+    pub fn restart_host(&mut self) {
+        let started = match &self.native_bin {
+            Some(bin) => start_process(bin, &self.env),
+            None => start_host(&self.env),
+        };
+        let host = started.unwrap_or_else(|e| panic!("restarting the host: {e:#}"));
+        self.base_url = host.base_url();
+        self.host = Some(host);
     }
 
     /// An admin connection to this test's database (bypasses RLS).

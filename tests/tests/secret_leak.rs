@@ -154,6 +154,7 @@ async fn no_secret_appears_in_responses_logs_or_the_database() {
     let logs = match app.host() {
         Host::Spin(spin) => spin.log_lines(),
         Host::Native(_) => shared::base::log::captured(),
+        Host::Process(_) => unreachable!("this test never starts a host process"),
     };
     shared::base::log::capture(false);
     assert!(!logs.is_empty(), "the service logged nothing?");

@@ -127,7 +127,7 @@ fn start_cron(
 fn http_app(e: &Env) -> &SpinApp {
     match e.app.host() {
         Host::Spin(s) => s,
-        Host::Native(_) => panic!("GS_TEST_HOST=spin started a native host"),
+        Host::Native(_) | Host::Process(_) => panic!("GS_TEST_HOST=spin started a native host"),
     }
 }
 

@@ -739,7 +739,7 @@ async fn a_thousand_concurrent_copies_make_one_telemetry_row() {
     );
 }
 
-/// Many deliveries at once go through the host's group commit (`api::ingest_batch`): several
+/// Many deliveries at once go through the host's group commit (`app::ingest::batch`): several
 /// share one transaction. Each is still stored exactly once (a copy sent alongside is answered
 /// `duplicate`), every device ends with the state of its newest delivery whatever the order of
 /// arrival and commit, and each unknown device queues one refresh.

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use host::pgenv;
-use host::simulator::{ProjectSpec, SeedSpec, SimOptions, Simulator, SimulatorHandle};
+use host::simulator::{FaultRates, ProjectSpec, SeedSpec, SimOptions, Simulator, SimulatorHandle};
 use host::spin_up::SpinApp;
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -42,6 +42,10 @@ pub struct BenchOptions {
     /// `--spin-webhook-rate a,b,…`: the rates offered to the webhook under Spin (one row each;
     /// the native host is run at each of them too, beside its own `--webhook-rate`).
     pub spin_webhook_rates: Vec<u64>,
+    /// `--lost-answers SHARE`: the simulator applies this share of Golioth writes and loses the
+    /// answer (half as a 503, half as a dropped connection), to measure what resolving lost
+    /// answers by looking costs. 0 (the default) measures the undisturbed path.
+    pub lost_answers: f64,
 }
 
 impl Default for BenchOptions {
@@ -55,6 +59,7 @@ impl Default for BenchOptions {
             skip: Vec::new(),
             spin: false,
             spin_webhook_rates: vec![1_000],
+            lost_answers: 0.0,
         }
     }
 }
@@ -90,6 +95,7 @@ impl BenchOptions {
                         .map(|s| s.trim().parse())
                         .collect::<Result<_, _>>()?
                 }
+                "--lost-answers" => o.lost_answers = next()?.parse()?,
                 other => bail!("unknown bench option {other}"),
             }
         }
@@ -888,7 +894,7 @@ pub fn run(args: &[String], root: &std::path::Path, target: &std::path::Path) ->
         let started = Instant::now();
         let server = pgenv::locate().await?;
         let db_name = "golioth_sync_bench";
-        let (admin_db, sim, env) = prepare(&server, db_name, opts.latency_ms).await?;
+        let (admin_db, sim, env) = prepare(&server, db_name, &opts).await?;
         let stats = if opts.spin {
             Some(Arc::new(
                 crate::bench_spin::PgStats::connect(&server.admin_url, db_name).await?,
@@ -927,7 +933,7 @@ pub fn run(args: &[String], root: &std::path::Path, target: &std::path::Path) ->
             // The same scenarios under `spin up`, from the same starting point: a fresh bench
             // database and a fresh simulator, so its first syncs are first syncs too.
             b.sim.shutdown();
-            let (admin_db, sim, env) = prepare(&server, db_name, b.opts.latency_ms).await?;
+            let (admin_db, sim, env) = prepare(&server, db_name, &b.opts).await?;
             (b.admin_db, b.sim, b.env, b.host) = (admin_db, sim, env, HostKind::Spin);
             b.cpu_mark = cpu_times();
             println!(
@@ -976,11 +982,12 @@ pub fn run(args: &[String], root: &std::path::Path, target: &std::path::Path) ->
 }
 
 /// A fresh bench database (migrated; the application role's password set), a fresh simulator
-/// with the given latency, and the application variables as `SPIN_VARIABLE_<NAME>`.
+/// with the options' latency (and lost answers), and the application variables as
+/// `SPIN_VARIABLE_<NAME>`.
 async fn prepare(
     server: &pgenv::PgServer,
     db_name: &str,
-    latency_ms: u64,
+    opts: &BenchOptions,
 ) -> Result<(String, SimulatorHandle, HashMap<String, String>)> {
     let admin = pgenv::connect(&server.admin_url).await?;
     admin
@@ -1000,7 +1007,15 @@ async fn prepare(
         ..SimOptions::default()
     })
     .await?;
-    sim.set_latency(Duration::from_millis(latency_ms));
+    sim.set_latency(Duration::from_millis(opts.latency_ms));
+    if opts.lost_answers > 0.0 {
+        sim.set_fault_rates(FaultRates {
+            seed: 7,
+            lost_unavailable: opts.lost_answers / 2.0,
+            lost_dropped: opts.lost_answers / 2.0,
+            ..FaultRates::default()
+        });
+    }
     let env: HashMap<String, String> = [
         ("db_host", pgenv::host_port(&server.admin_url)?),
         ("db_name", db_name.to_owned()),

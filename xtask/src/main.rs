@@ -35,6 +35,7 @@ const SPIN_SUITE: &[&str] = &[
     "conflicts",
     "conflicts_e2e",
     "foundation",
+    "reliability",
     "runs",
     "secret_leak",
     "security",
@@ -317,7 +318,7 @@ fn main() -> Result<()> {
             None => 30,
         }),
         _ => bail!(
-            "usage: cargo xtask up [--listen ADDR] | test | test-spin | check-imports | fuzz [--seconds N] | bench [--host spin] [--spin-webhook-rate a,b] [--latency-ms N] [--sizes a,b,c] [--webhook-rate N] [--webhook-seconds N] [--skip resync,baseline,webhook]"
+            "usage: cargo xtask up [--listen ADDR] | test | test-spin | check-imports | fuzz [--seconds N] | bench [--host spin] [--spin-webhook-rate a,b] [--latency-ms N] [--sizes a,b,c] [--webhook-rate N] [--webhook-seconds N] [--skip resync,baseline,webhook] [--lost-answers SHARE]"
         ),
     }
 }

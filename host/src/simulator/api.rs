@@ -487,6 +487,22 @@ pub(crate) async fn handle(
                 .body(Body::from_stream(futures::stream::iter(chunks)))
                 .unwrap_or_else(|_| Response::new(Body::empty()))
         }
+        Some(Fault::AppliedThenUnavailable) => {
+            inner.control().finish(seq, 503);
+            let body = json!({"code": Fault::grpc_code(503), "message": "simulated failure",
+                              "details": []});
+            json_response(503, Bytes::from(body.to_string()), None)
+        }
+        Some(Fault::AppliedThenDropped) => {
+            inner.control().finish(seq, status);
+            let chunks: Vec<Result<Bytes, std::io::Error>> =
+                vec![Err(std::io::Error::other("simulated dropped connection"))];
+            Response::builder()
+                .status(StatusCode::from_u16(status).unwrap_or(StatusCode::OK))
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from_stream(futures::stream::iter(chunks)))
+                .unwrap_or_else(|_| Response::new(Body::empty()))
+        }
         _ => {
             inner.control().finish(seq, status);
             json_response(status, bytes, None)

@@ -33,6 +33,11 @@ pub enum Fault {
     TruncatedBody,
     /// Process the request, then break the connection halfway through the body.
     AbortBody,
+    /// Apply the write, then answer 503 as if it had never run: the change is made, the caller
+    /// never hears (a proxy or load balancer losing the answer).
+    AppliedThenUnavailable,
+    /// Apply the write, then drop the connection before a single byte of the answer.
+    AppliedThenDropped,
 }
 
 impl Fault {
@@ -87,6 +92,8 @@ impl Fault {
             Fault::Hang { .. } => "hang".into(),
             Fault::TruncatedBody => "truncated_body".into(),
             Fault::AbortBody => "abort_body".into(),
+            Fault::AppliedThenUnavailable => "applied_then_503".into(),
+            Fault::AppliedThenDropped => "applied_then_dropped".into(),
         }
     }
 }
@@ -202,6 +209,10 @@ pub struct FaultRates {
     pub hang: f64,
     pub hang_ms: u64,
     pub truncated: f64,
+    /// Share of writes (any method but GET) applied and then answered 503.
+    pub lost_unavailable: f64,
+    /// Share of writes applied and then answered by a dropped connection.
+    pub lost_dropped: f64,
 }
 
 impl Default for FaultRates {
@@ -215,6 +226,8 @@ impl Default for FaultRates {
             hang: 0.0,
             hang_ms: 60_000,
             truncated: 0.0,
+            lost_unavailable: 0.0,
+            lost_dropped: 0.0,
         }
     }
 }
@@ -357,6 +370,14 @@ impl Control {
         }
         if hit(rates.truncated) {
             return Some(Fault::TruncatedBody);
+        }
+        if !req.method.eq_ignore_ascii_case("GET") {
+            if hit(rates.lost_unavailable) {
+                return Some(Fault::AppliedThenUnavailable);
+            }
+            if hit(rates.lost_dropped) {
+                return Some(Fault::AppliedThenDropped);
+            }
         }
         None
     }
@@ -501,5 +522,30 @@ mod tests {
         assert_eq!(c.log.len(), 2);
         assert_eq!(c.stats.requests, 5);
         assert_eq!(c.log.back().map(|r| r.seq), Some(4));
+    }
+
+    #[test]
+    fn lost_answers_hit_writes_only() {
+        let mut c = Control::new(0);
+        c.set_rates(FaultRates {
+            lost_unavailable: 0.5,
+            lost_dropped: 0.5,
+            ..FaultRates::default()
+        });
+        let get = RequestInfo {
+            method: "GET",
+            path: "/v1/projects/p/devices",
+            page: 0,
+            kind: "devices.list",
+        };
+        let post = RequestInfo {
+            method: "POST",
+            ..get
+        };
+        assert!((0..50).all(|_| c.pick(&get).is_none()));
+        let picks: Vec<Fault> = (0..50).filter_map(|_| c.pick(&post)).collect();
+        assert_eq!(picks.len(), 50);
+        assert!(picks.contains(&Fault::AppliedThenUnavailable));
+        assert!(picks.contains(&Fault::AppliedThenDropped));
     }
 }
