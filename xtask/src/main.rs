@@ -1,7 +1,7 @@
 //! `cargo xtask <command>`: the project's commands.
 //! - `up`: run the whole system locally (Postgres found or started, migrations, host, demo data).
 //! - `test`: everything CI checks — toolchain setup, fmt, clippy (native and wasm), all tests,
-//!   the wasm builds of every component and the import check.
+//!   the wasm builds of every component (the web console's too) and the import check.
 //! - `test-spin`: the Spin suite alone (the HTTP-level tests against `spin up`; `test` ends with it).
 //! - `check-imports`: build the components for wasm32-wasip2 and check their imports/exports.
 //! - `fuzz [--seconds N]`: run every cargo-fuzz target in `fuzz/` for N seconds (default 30).
@@ -53,6 +53,7 @@ const COMPONENTS: &[(&str, &str, imports::Kind)] = &[
     ("golioth-webhook", "golioth_webhook", imports::Kind::Http),
     ("conflicts", "conflicts", imports::Kind::Http),
     ("scheduler", "scheduler", imports::Kind::Cron),
+    ("console", "console", imports::Kind::Http),
 ];
 
 fn root() -> PathBuf {
