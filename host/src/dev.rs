@@ -1,6 +1,6 @@
 //! `cargo xtask up`: the newcomer's one command. Finds or starts Postgres, creates and migrates
-//! the database, seeds a demo organization, starts the host, prints a development JWT and curl
-//! lines, and serves until interrupted.
+//! the database, seeds a demo organization, starts the host, prints a development JWT, a web
+//! console link signed in with it, and curl lines, and serves until interrupted.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -194,6 +194,12 @@ async fn ensure_demo_service(base: &str, jwt: &str, target: &GoliothTarget) -> R
 }
 
 /// Run the whole system locally until Ctrl-C.
+/// The console link that signs in at once: the token and organization ride in the fragment,
+/// which the console moves into `sessionStorage` and removes from the address bar.
+pub fn console_link(base: &str, jwt: &str, org: &str) -> String {
+    format!("{base}/console/#token={jwt}&org={org}")
+}
+
 pub async fn up(opts: UpOptions) -> Result<()> {
     let server = pgenv::locate().await?;
     println!("postgres: {}", server.origin);
@@ -253,6 +259,10 @@ pub async fn up(opts: UpOptions) -> Result<()> {
     }
     println!("demo organization {DEMO_ORG_ID}, owner {DEMO_USER_ID}, service {service}");
     println!("development JWT (7 days):\n  {jwt}\n");
+    println!(
+        "web console (the token stays in the URL fragment, which the browser never sends):\n  {}\n",
+        console_link(&base, &jwt, DEMO_ORG_ID)
+    );
     println!("try:");
     println!("  curl -s {base}/health");
     println!("  curl -s -H 'authorization: Bearer {jwt}' {org_base}/services");

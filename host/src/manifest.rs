@@ -58,6 +58,26 @@ struct RawComponent {
     variables: BTreeMap<String, String>,
 }
 
+/// What serves an HTTP route on the native host: a component of `shared::api`, or the `console`
+/// component (the static web console of the `golioth-console` crate, no database).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Target {
+    Api(Component),
+    Console,
+}
+
+/// The manifest id of the console component.
+pub const CONSOLE_COMPONENT: &str = "console";
+
+impl Target {
+    pub fn from_id(id: &str) -> Option<Target> {
+        if id == CONSOLE_COMPONENT {
+            return Some(Target::Console);
+        }
+        Component::from_id(id).map(Target::Api)
+    }
+}
+
 /// One HTTP route of the manifest, bound to the component that serves it.
 #[derive(Debug, Clone)]
 pub struct HttpRoute {
@@ -191,14 +211,14 @@ impl Manifest {
             .collect()
     }
 
-    /// The HTTP routes as (pattern, component) for `shared::api::routing::select`.
-    pub fn route_table(&self) -> Result<Vec<(RoutePattern, Component)>> {
+    /// The HTTP routes as (pattern, what serves it) for `shared::api::routing::select`.
+    pub fn route_table(&self) -> Result<Vec<(RoutePattern, Target)>> {
         self.http_routes
             .iter()
             .map(|r| {
-                let c = Component::from_id(&r.component_id)
-                    .ok_or_else(|| anyhow!("component {} has no shared handler", r.component_id))?;
-                Ok((r.pattern.clone(), c))
+                let t = Target::from_id(&r.component_id)
+                    .ok_or_else(|| anyhow!("component {} has no handler", r.component_id))?;
+                Ok((r.pattern.clone(), t))
             })
             .collect()
     }
@@ -266,6 +286,13 @@ mod tests {
             hosts,
             ["postgres://127.0.0.1:5432", "https://api.golioth.io"]
         );
-        assert!(m.route_table().unwrap().len() >= 17);
+        let table = m.route_table().unwrap();
+        assert!(table.len() >= 17);
+        let console: Vec<&str> = table
+            .iter()
+            .filter(|(_, t)| *t == Target::Console)
+            .map(|(p, _)| p.as_str())
+            .collect();
+        assert_eq!(console, [golioth_console::ROUTE]);
     }
 }

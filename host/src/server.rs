@@ -1,7 +1,8 @@
 //! The native HTTP server: hyper on tokio, one current-thread runtime + `LocalSet` per worker
 //! thread (the shared handlers are `!Send`, like Spin's), all workers accepting on one socket.
 //! Requests are routed with `spin.toml`'s table and served by the same `shared::api::dispatch`
-//! the Spin components call; each component sees its own rendered variables.
+//! the Spin components call; each component sees its own rendered variables. The `console`
+//! component's routes are served by the same `golioth_console::handle` its Spin component calls.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -24,7 +25,7 @@ use shared::base::settings::vars;
 use shared::runtime::native::{PgPool, ReqwestHttp, SystemClock};
 use tokio::sync::watch;
 
-use crate::manifest::Manifest;
+use crate::manifest::{Manifest, Target};
 
 /// Largest request body the host reads at all (Akamai's cap); handlers set tighter limits.
 pub const MAX_BODY_BYTES: usize = 10 * 1024 * 1024;
@@ -56,8 +57,8 @@ struct ComponentState {
 }
 
 struct State {
-    /// `spin.toml`'s routes: pattern → (component, the pattern text for `spin-matched-route`).
-    routes: Vec<(RoutePattern, (Component, String))>,
+    /// `spin.toml`'s routes: pattern → (what serves it, the pattern text for `spin-matched-route`).
+    routes: Vec<(RoutePattern, (Target, String))>,
     components: HashMap<Component, ComponentState>,
     http: ReqwestHttp,
 }
@@ -265,7 +266,15 @@ async fn handle(state: &State, req: hyper::Request<Incoming>) -> hyper::Response
     let Some(((component, matched), params)) = routing::select(&state.routes, &path) else {
         return problem(ApiError::not_found(format!("no route for {path}")));
     };
-    let component = *component;
+    let component = match *component {
+        Target::Api(c) => c,
+        // The console component: static files from the `golioth-console` crate, the same bytes
+        // and headers as under Spin (no database, no request body).
+        Target::Console => {
+            let (parts, body) = golioth_console::handle(&req).into_parts();
+            return hyper::Response::from_parts(parts, Full::new(Bytes::from(body)));
+        }
+    };
     let (mut parts, body) = req.into_parts();
     let body = match Limited::new(body, MAX_BODY_BYTES).collect().await {
         Ok(b) => b.to_bytes(),

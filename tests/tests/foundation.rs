@@ -39,7 +39,8 @@ async fn health_answers_503_problem_when_the_database_is_down() {
 /// spin.toml's wildcard route: what matches no other route goes to device-sync's 404.
 const CATCH_ALL: &str = "/...";
 
-/// spin.toml's routes and each component's route table are the same set of patterns.
+/// spin.toml's routes and each component's route table are the same set of patterns (the
+/// console component, static files with no API route table, owns `/console/...` alone).
 #[test]
 fn spin_toml_routes_match_the_shared_route_tables() {
     let m = Manifest::load(&manifest::default_path()).unwrap();
@@ -64,8 +65,22 @@ fn spin_toml_routes_match_the_shared_route_tables() {
     let ids: BTreeSet<&str> = m.component_ids().collect();
     assert_eq!(
         ids,
-        BTreeSet::from(["conflicts", "device-sync", "golioth-webhook", "scheduler"])
+        BTreeSet::from([
+            "conflicts",
+            "console",
+            "device-sync",
+            "golioth-webhook",
+            "scheduler"
+        ])
     );
+    // The console component serves its static app under one wildcard route, nothing else.
+    let console: Vec<&str> = m
+        .http_routes
+        .iter()
+        .filter(|r| r.component_id == "console")
+        .map(|r| r.pattern.as_str())
+        .collect();
+    assert_eq!(console, vec![golioth_console::ROUTE]);
 }
 
 fn concrete(pattern: &str) -> String {

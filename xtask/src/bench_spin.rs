@@ -14,7 +14,13 @@ use serde_json::{Value, json};
 
 /// The wasm build `spin.toml` expects (the cron component too: Spin loads every component the
 /// manifest names before `-c` narrows what runs).
-pub const WASM_PACKAGES: &[&str] = &["device-sync", "golioth-webhook", "conflicts", "scheduler"];
+pub const WASM_PACKAGES: &[&str] = &[
+    "device-sync",
+    "golioth-webhook",
+    "conflicts",
+    "scheduler",
+    "console",
+];
 
 /// `spin up` of the product's HTTP components (not the cron scheduler) with the same application
 /// variables the native host gets (`env` holds them as `SPIN_VARIABLE_<NAME>`). Extra knobs for

@@ -1,7 +1,8 @@
 //! `cargo xtask <command>`: the project's commands.
 //! - `up`: run the whole system locally (Postgres found or started, migrations, host, demo data).
-//! - `test`: everything CI checks — toolchain setup, fmt, clippy (native and wasm), all tests,
-//!   the wasm builds of every component and the import check.
+//! - `test`: everything CI checks — toolchain setup, fmt, clippy (native and wasm), all tests
+//!   (listing any that were skipped, e.g. the console's browser tests without Chromium), the wasm
+//!   builds of every component (the console's too) and the import check.
 //! - `test-spin`: the Spin suite alone (the HTTP-level tests against `spin up`; `test` ends with it).
 //! - `check-imports`: build the components for wasm32-wasip2 and check their imports/exports.
 //! - `fuzz [--seconds N]`: run every cargo-fuzz target in `fuzz/` for N seconds (default 30).
@@ -34,6 +35,7 @@ const SPIN_SUITE: &[&str] = &[
     "bola",
     "conflicts",
     "conflicts_e2e",
+    "console_browser",
     "foundation",
     "reliability",
     "runs",
@@ -54,6 +56,7 @@ const COMPONENTS: &[(&str, &str, imports::Kind)] = &[
     ("golioth-webhook", "golioth_webhook", imports::Kind::Http),
     ("conflicts", "conflicts", imports::Kind::Http),
     ("scheduler", "scheduler", imports::Kind::Cron),
+    ("console", "console", imports::Kind::Http),
 ];
 
 fn root() -> PathBuf {
@@ -156,6 +159,7 @@ fn test_spin(db_url: &str) -> Result<()> {
     for (t, why) in &native_only {
         println!("  native-only: {t}: {why}");
     }
+    print_skipped(&report);
     println!(
         "<== Spin suite on {version}: {} tests ran on Spin, {} native-only{}",
         on_spin.len(),
@@ -163,6 +167,28 @@ fn test_spin(db_url: &str) -> Result<()> {
         if result.is_ok() { "" } else { " (FAILED)" }
     );
     result
+}
+
+/// Print the tests a report file says were skipped (`skipped\ttest\twhy`), or nothing.
+fn print_skipped(report: &Path) {
+    let text = std::fs::read_to_string(report).unwrap_or_default();
+    let skipped: Vec<(&str, &str)> = text
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.splitn(3, '\t');
+            match (f.next(), f.next(), f.next()) {
+                (Some("skipped"), Some(t), Some(why)) => Some((t, why)),
+                _ => None,
+            }
+        })
+        .collect();
+    if skipped.is_empty() {
+        return;
+    }
+    println!("SKIPPED: {} test(s) could not run here:", skipped.len());
+    for (t, why) in skipped {
+        println!("  skipped: {t}: {why}");
+    }
 }
 
 fn check_imports() -> Result<()> {
@@ -250,9 +276,20 @@ fn test() -> Result<()> {
     c.args(["--", "-D", "warnings"]);
     step("cargo clippy (wasm32-wasip2) -D warnings", c)?;
 
+    // Tests that cannot run here (the console's browser tests without Chromium) record why in
+    // this report; they are listed after the step so a skip is never silent.
+    let report = target_dir().join("test-report.tsv");
+    let _ = std::fs::remove_file(&report);
     let mut c = with_db(cargo());
-    c.args(["test", "--workspace", "--all-targets", "--no-fail-fast"]);
-    step("cargo test --workspace", c)?;
+    c.env("GS_TEST_REPORT", &report).args([
+        "test",
+        "--workspace",
+        "--all-targets",
+        "--no-fail-fast",
+    ]);
+    let result = step("cargo test --workspace", c);
+    print_skipped(&report);
+    result?;
 
     build_components()?;
     check_imports()?;
