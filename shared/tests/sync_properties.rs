@@ -218,6 +218,7 @@ fn pair_replicas(c: &PairCase) -> Replicas {
             assignment: Some(Assignment {
                 external_id: Some("R1".into()),
                 base: Some(c.base.clone()),
+                pending_create: None,
             }),
             pending,
         }],
@@ -480,6 +481,7 @@ fn world_replicas(c: &WorldCase) -> Replicas {
                     if l.base_from_remote { rd } else { &l.desired },
                     Field::ALL,
                 )),
+                pending_create: None,
             }),
             _ => Some(Assignment::default()),
         };

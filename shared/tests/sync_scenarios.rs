@@ -180,10 +180,21 @@ impl W {
     fn assigned(self, n: u128, spec: &str) -> W {
         self.push_local(n, spec, Some(Assignment::default()))
     }
+    /// Assigned, not linked, with a Golioth create sent whose outcome was never committed (the
+    /// write-ahead `pending_create` marker holding `created_spec`).
+    fn creating(self, n: u128, created_spec: &str, spec: &str) -> W {
+        let a = Assignment {
+            external_id: None,
+            base: None,
+            pending_create: base(created_spec),
+        };
+        self.push_local(n, spec, Some(a))
+    }
     fn linked(self, n: u128, r: u32, base_spec: &str, spec: &str) -> W {
         let a = Assignment {
             external_id: Some(rid(r)),
             base: base(base_spec),
+            pending_create: None,
         };
         self.push_local(n, spec, Some(a))
     }
@@ -702,6 +713,14 @@ scenarios! {
     first_sync_partial_no_remote_create: "partial", w().assigned(1, "name=mine hw=h5") => "nothing";
     first_sync_tombstone_not_candidate:  "", w().local(1, "hw=h1").deleted(1, 500).remote(1, "name=g hw=h1") => "new~R1: local.create name=g hw=[h1] ; link R1";
     first_sync_matched_assigned_linked:  "", w().assigned(1, "name=a hw=h1").remote(1, "name=a hw=h1") => "L1~R1: link R1";
+
+    // A create whose answer (or whose run) was lost: the device found by hardware id is merged
+    // against what the create left, so the next run finishes it whatever the policy.
+    lost_create_finishes_the_create:     "", w().creating(1, "name=a enabled=true", "name=a enabled=false").remote(1, "name=a enabled=true") => "L1~R1: remote.update enabled=false ; link R1";
+    lost_create_policy_cannot_undo_it:   "remote_wins", w().creating(1, "name=a enabled=true", "name=a enabled=false").remote(1, "name=a enabled=true") => "L1~R1: remote.update enabled=false ; link R1";
+    lost_create_then_edited_in_golioth:  "", w().creating(1, "name=a enabled=true", "name=a enabled=false").remote(1, "name=b enabled=true") => "L1~R1: local.update name=b ; remote.update enabled=false ; link R1";
+    lost_create_both_edited_conflict:    "", w().creating(1, "name=a enabled=true", "name=c enabled=true").remote(1, "name=b enabled=true") => "L1~R1: link R1 ; open name/concurrent_modification";
+    lost_create_not_used_for_name_match: "by_name remote_wins", w().creating(1, "name=a enabled=true hw=h1", "name=a enabled=false hw=h1").remote(1, "name=a enabled=true hw=h2") => "L1~R1: local.update enabled=true hw=[h1,h2] ; remote.update hw=[h1,h2] ; link R1 ; auto enabled/first_sync_mismatch remote_wins->remote";
 
     // Ambiguity: identity conflicts, never a duplicate.
     ambiguous_two_locals_share_hw:       "", w().local(1, "hw=h1").local(2, "hw=h1").remote(1, "hw=h1") => "new~R1: open identity/identity";

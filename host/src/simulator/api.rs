@@ -408,9 +408,11 @@ pub(crate) async fn handle(
     let query = uri.query().unwrap_or("").to_owned();
     let routed = route(&method, &path);
     let kind = routed.as_ref().map_or("unknown", |(_, op)| op.kind());
-    let page = first(&query_pairs(&query), "page")
+    let pairs = query_pairs(&query);
+    let page = first(&pairs, "page")
         .and_then(|p| p.parse().ok())
         .unwrap_or(0);
+    let params: Vec<&str> = pairs.iter().map(|(k, _)| k.as_str()).collect();
     let (seq, latency, fault) = {
         let mut c = inner.control();
         let seq = c.arrive(method.as_str(), &path, &query, kind);
@@ -419,6 +421,7 @@ pub(crate) async fn handle(
             path: &path,
             page,
             kind,
+            params: &params,
         });
         if let Some(f) = &fault {
             c.note_fault(seq, f);

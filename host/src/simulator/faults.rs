@@ -112,6 +112,9 @@ pub struct RequestMatch {
     pub page: Option<u64>,
     /// The request kind, e.g. `devices.list`, `device.create` (see [`RequestRecord::kind`]).
     pub kind: Option<String>,
+    /// A query parameter the request carries, e.g. `hardwareId` (a device lookup, not a page of
+    /// the listing).
+    pub param: Option<String>,
 }
 
 impl RequestMatch {
@@ -143,6 +146,11 @@ impl RequestMatch {
         self.method = Some(method.to_owned());
         self
     }
+    /// Only requests carrying this query parameter.
+    pub fn with_param(mut self, name: &str) -> Self {
+        self.param = Some(name.to_owned());
+        self
+    }
 
     pub(crate) fn matches(&self, req: &RequestInfo<'_>) -> bool {
         self.method
@@ -155,6 +163,10 @@ impl RequestMatch {
                 .is_none_or(|p| req.path.starts_with(p.as_str()))
             && self.page.is_none_or(|p| p == req.page)
             && self.kind.as_ref().is_none_or(|k| k == req.kind)
+            && self
+                .param
+                .as_ref()
+                .is_none_or(|p| req.params.iter().any(|have| have == p))
     }
 }
 
@@ -238,6 +250,8 @@ pub(crate) struct RequestInfo<'a> {
     pub path: &'a str,
     pub page: u64,
     pub kind: &'a str,
+    /// The names of the query parameters.
+    pub params: &'a [&'a str],
 }
 
 /// One request as the simulator saw it.
@@ -462,6 +476,7 @@ mod tests {
             path: "/v1/projects/p/devices",
             page,
             kind,
+            params: &[],
         }
     }
 
@@ -537,6 +552,7 @@ mod tests {
             path: "/v1/projects/p/devices",
             page: 0,
             kind: "devices.list",
+            params: &[],
         };
         let post = RequestInfo {
             method: "POST",

@@ -37,8 +37,8 @@ use crate::domain::golioth::{
 use crate::domain::store::{self, runs::Lease, sync::Loaded, sync_log::LogRow};
 use crate::domain::sync::{
     AssignmentWrite, ConflictChange, DevicePlan, Listing, LocalWrite, MatchBy, PageInput, Pairing,
-    PendingConflict, RemoteDevice, RemoteWrite, SyncOptions, match_page, plan_local_only,
-    plan_page, plan_pairing,
+    PendingConflict, RemoteDevice, RemoteWrite, SyncOptions, match_page, pending_create_base,
+    plan_local_only, plan_page, plan_pairing,
 };
 
 /// Golioth writes in flight at once (GOLIOTH_API.md §11.11: "a bounded concurrency of a few").
@@ -73,6 +73,9 @@ struct Item {
     outcome: Outcome,
     /// A second-round item (already counted as processed).
     retry: bool,
+    /// Its Golioth create failed without a clear answer (it may have been made): the write-ahead
+    /// marker stays for the next run.
+    unsettled: bool,
 }
 
 impl Item {
@@ -92,6 +95,7 @@ impl Item {
             new_local_id,
             outcome: Outcome::NotNeeded,
             retry,
+            unsettled: false,
         }
     }
 
@@ -125,6 +129,8 @@ enum WriteResult {
     Stale(Box<Device>),
     Gone,
     Failed(String),
+    /// Failed, and Golioth may have applied it all the same (no answer, or a 5xx).
+    Unsettled(String),
 }
 
 /// Everything one slice's transaction writes, prepared from the items once the conditional
@@ -797,6 +803,8 @@ impl<'c> Exec<'c> {
             }
         }
 
+        self.mark_creates(items).await?;
+
         for round in 0..2 {
             let todo: Vec<usize> = items
                 .iter()
@@ -849,6 +857,10 @@ impl<'c> Exec<'c> {
                         Outcome::Deleted
                     }
                     WriteResult::Failed(why) => Outcome::Failed(why),
+                    WriteResult::Unsettled(why) => {
+                        items[i].unsettled = true;
+                        Outcome::Failed(why)
+                    }
                     WriteResult::Gone => Outcome::Skipped("deleted in Golioth during the run"),
                     WriteResult::Stale(d) if round == 0 => {
                         stale.push((i, d));
@@ -893,6 +905,31 @@ impl<'c> Exec<'c> {
         Ok(())
     }
 
+    /// Write ahead of the batch's Golioth creates, in its own transaction committed before the
+    /// first one is sent: a run that dies between a create and the slice's commit leaves the
+    /// marker, and the next run merges the device it finds against it (issue 21).
+    async fn mark_creates(&self, items: &[Item]) -> Result<(), EngineError> {
+        let rows: Vec<Value> = items
+            .iter()
+            .filter_map(|it| match (&it.plan.remote, it.plan.device_id) {
+                (Some(RemoteWrite::Create { desired }), Some(id)) => Some(json!({
+                    "device_id": id,
+                    "base": pending_create_base(desired, &self.opts.fields).to_json(),
+                })),
+                _ => None,
+            })
+            .collect();
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let (org, service) = (self.org, self.service);
+        store::in_org(self.ctx.db, org, |tx| {
+            Box::pin(async move { store::sync::mark_creates(tx, org, service, rows).await })
+        })
+        .await?;
+        Ok(())
+    }
+
     /// Whether a device found after a lost create answer is linked to a local device other than
     /// `mine` (then it is not the one this run created).
     async fn linked_elsewhere(&self, d: &Device, mine: Option<Uuid>) -> Result<bool, EngineError> {
@@ -922,6 +959,7 @@ impl<'c> Exec<'c> {
                 };
                 let (mut created, adopted) = match self.client.create_device_once(&new).await {
                     Ok(c) => (c.device, c.adopted),
+                    Err(e) if e.outcome_unknown() => return WriteResult::Unsettled(reason(&e)),
                     Err(e) => return WriteResult::Failed(reason(&e)),
                 };
                 // Golioth creates devices enabled; a disabled local device stays disabled.
@@ -1245,8 +1283,12 @@ fn finalize(items: &[Item], applied: &HashSet<Uuid>, opts: &SyncOptions, dry: bo
                     .as_ref()
                     .is_some_and(|l| l.state.assignment.is_some());
                 if let (true, Some(id)) = (assigned, device_id) {
-                    rows.statuses
-                        .push(json!({"device_id": id, "status": "error", "error": why}));
+                    // A create Golioth refused made nothing: its write-ahead marker goes.
+                    let settled =
+                        matches!(plan.remote, Some(RemoteWrite::Create { .. })) && !it.unsettled;
+                    rows.statuses.push(
+                        json!({"device_id": id, "status": "error", "error": why, "settled": settled}),
+                    );
                 }
                 continue;
             }

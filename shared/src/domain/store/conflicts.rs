@@ -543,7 +543,7 @@ pub async fn link(
              VALUES ($1, $2, $3, $4, NULL) \
              ON CONFLICT (device_id, service_id) DO UPDATE \
                  SET external_device_id = EXCLUDED.external_device_id, base = NULL, \
-                     sync_status = 'pending', updated_at = now() \
+                     pending_create = NULL, sync_status = 'pending', updated_at = now() \
                  WHERE device_service_assignments.external_device_id IS NULL \
                     OR device_service_assignments.external_device_id = EXCLUDED.external_device_id \
              RETURNING id",

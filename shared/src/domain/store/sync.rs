@@ -71,6 +71,7 @@ const LOCAL_COLUMNS: &str = "d.id AS d_id, d.version AS d_version, \
     d.signal_strength AS d_signal_strength, d.firmware_version AS d_firmware_version, \
     d.location::text AS d_location, a.id IS NOT NULL AS a_assigned, \
     a.external_device_id AS a_external_id, a.base::text AS a_base, \
+    a.pending_create::text AS a_pending_create, \
     a.sync_status AS a_sync_status, a.last_error AS a_last_error, \
     (SELECT json_agg(CONFLICT_JSON) FROM device_conflicts c \
         WHERE c.organization_id = $1 AND c.service_id = $2 AND c.resolution_status = 'pending' \
@@ -82,7 +83,7 @@ const LOCAL_COLUMNS: &str = "d.id AS d_id, d.version AS d_version, \
 const NO_LOCAL_COLUMNS: &str = "NULL::uuid, NULL::int8, NULL::text, NULL::text, NULL::text, \
     NULL::bool, NULL::text[], NULL::text[], NULL::text, NULL::text, NULL::text, NULL::text, \
     NULL::text, NULL::float8, NULL::float8, NULL::text, NULL::text, NULL::bool, NULL::text, \
-    NULL::text, NULL::text, NULL::text";
+    NULL::text, NULL::text, NULL::text, NULL::text";
 
 /// A `timestamptz` as `gs_ts` writes it, inline: `gs_ts` itself is never inlined (an IMMUTABLE
 /// SQL function around the STABLE `to_char`), and calling it per row and column is slow.
@@ -209,6 +210,7 @@ fn loaded_from_row(r: &Row) -> Result<Loaded, DbError> {
         Some(Assignment {
             external_id: r.get("a_external_id")?,
             base: opt_json::<Base>(r, "a_base")?,
+            pending_create: opt_json::<Base>(r, "a_pending_create")?,
         })
     } else {
         None
@@ -577,7 +579,7 @@ pub async fn upsert_links(
              sync_status = EXCLUDED.sync_status, last_sync = EXCLUDED.last_sync, \
              last_seen_run_id = EXCLUDED.last_seen_run_id, \
              base_remote_updated_at = EXCLUDED.base_remote_updated_at, last_error = NULL, \
-             updated_at = now()",
+             pending_create = NULL, updated_at = now()",
         &[
             Param::Uuid(org),
             Param::Uuid(service),
@@ -660,7 +662,36 @@ pub async fn unassign(
     .await
 }
 
-/// Set `sync_status` / `last_error` where they differ: `{device_id, status, error}`.
+/// Write ahead of Golioth creates: `{device_id, base}` per device about to be created, `base`
+/// being what the create alone leaves in Golioth (see `domain::sync::pending_create_base`). Cleared by
+/// [`upsert_links`] when the create's link is committed, and by [`set_statuses`] when Golioth
+/// refused it.
+pub async fn mark_creates(
+    db: &dyn Db,
+    org: Uuid,
+    service: Uuid,
+    rows: Vec<Value>,
+) -> Result<u64, DbError> {
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    db.execute(
+        "UPDATE device_service_assignments a SET pending_create = x.base \
+         FROM jsonb_to_recordset($3::jsonb) AS x(device_id uuid, base jsonb) \
+         WHERE a.organization_id = $1 AND a.service_id = $2 AND a.device_id = x.device_id \
+           AND a.pending_create IS DISTINCT FROM x.base",
+        &[
+            Param::Uuid(org),
+            Param::Uuid(service),
+            Param::Jsonb(Value::Array(rows)),
+        ],
+    )
+    .await
+}
+
+/// Set `sync_status` / `last_error` where they differ: `{device_id, status, error, settled}`.
+/// `settled` (optional) clears a [`mark_creates`] marker: Golioth answered the create with a
+/// refusal, so it made nothing.
 pub async fn set_statuses(
     db: &dyn Db,
     org: Uuid,
@@ -672,10 +703,13 @@ pub async fn set_statuses(
     }
     db.execute(
         "UPDATE device_service_assignments a SET sync_status = x.status, last_error = x.error, \
+             pending_create = CASE WHEN x.settled THEN NULL ELSE a.pending_create END, \
              updated_at = now() \
-         FROM jsonb_to_recordset($3::jsonb) AS x(device_id uuid, status text, error text) \
+         FROM jsonb_to_recordset($3::jsonb) AS x(device_id uuid, status text, error text, \
+             settled boolean) \
          WHERE a.organization_id = $1 AND a.service_id = $2 AND a.device_id = x.device_id \
-           AND (a.sync_status IS DISTINCT FROM x.status OR a.last_error IS DISTINCT FROM x.error)",
+           AND (a.sync_status IS DISTINCT FROM x.status OR a.last_error IS DISTINCT FROM x.error \
+                OR (x.settled AND a.pending_create IS NOT NULL))",
         &[
             Param::Uuid(org),
             Param::Uuid(service),

@@ -202,6 +202,7 @@ impl Replicas {
                     l.assignment = Some(Assignment {
                         external_id: external_id.clone().or_else(|| external.clone()),
                         base: Some(base.clone()),
+                        pending_create: None,
                     });
                 }
                 AssignmentWrite::SetBase { base } => {

@@ -41,7 +41,7 @@ pub use options::{
 pub use plan::{
     AssignmentWrite, Conflict, ConflictChange, DesiredChanges, DevicePlan, FieldChange, Listing,
     LocalChanges, LocalWrite, LogEntry, LogOperation, PageInput, PagePlan, PlanSummary,
-    RemoteWrite, SetChange, plan_local_only, plan_page, plan_pairing,
+    RemoteWrite, SetChange, pending_create_base, plan_local_only, plan_page, plan_pairing,
 };
 pub use reported::{ReportedChanges, derive_status, firmware_from_update, pick_firmware, state_at};
 pub use resolve::{Choice, DeviceResolution, Resolution, ResolveError, resolve};

@@ -462,6 +462,12 @@ pub struct Assignment {
     /// `None` (SQL NULL) when the link has never been synced, or when a deleted device was detached
     /// from its Golioth twin (see [`super::plan::AssignmentWrite::Detach`]).
     pub base: Option<Base>,
+    /// The base a Golioth create of this device leaves, written before the create was sent and
+    /// cleared once its outcome was committed (see [`super::plan::pending_create_base`]). Still here means
+    /// the create's outcome is unknown: a Golioth device found later by hardware id may be the one
+    /// it made, and is merged against this base rather than as a first sync.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_create: Option<Base>,
 }
 
 /// One local device with everything the core needs to plan it.

@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use uuid::Uuid;
 
-use super::matching::{Pairing, match_page};
+use super::matching::{MatchBy, Pairing, match_page};
 use super::merge::{FieldInput, decide_field, pick_winner};
 use super::model::{
     Base, ConflictField, ConflictKind, DesiredFields, Field, LocalState, PendingConflict,
@@ -490,8 +490,8 @@ pub fn plan_pairing(
     remote_pending: &[PendingConflict],
 ) -> DevicePlan {
     let mut plan = match pairing {
-        Pairing::Linked { local, remote } => plan_present(opts, now, local, remote, false),
-        Pairing::Matched { local, remote, .. } => plan_present(opts, now, local, remote, true),
+        Pairing::Linked { local, remote } => plan_present(opts, now, local, remote, None),
+        Pairing::Matched { local, remote, by } => plan_present(opts, now, local, remote, Some(*by)),
         Pairing::RemoteOnly { remote } => plan_remote_only(opts, now, remote),
         Pairing::LocalOnly { local } => plan_local_alone(opts, local, listing),
         Pairing::Ambiguous { remote, candidates } => {
@@ -515,7 +515,7 @@ fn plan_present(
     now: DateTime<Utc>,
     ls: &LocalState,
     remote: &RemoteDevice,
-    matched: bool,
+    matched: Option<MatchBy>,
 ) -> DevicePlan {
     let dev = &ls.device;
     let mut plan = DevicePlan::new(Some(dev.id), Some(&remote.id));
@@ -526,9 +526,15 @@ fn plan_present(
         }
         return plan;
     }
-    let first_link = matched || !linked_here;
+    let first_link = matched.is_some() || !linked_here;
     let old_base: Option<&Base> = if first_link {
-        None
+        // A first link has no base, unless this device's create was sent and its outcome never
+        // committed: a Golioth device holding its hardware ids is then most likely the one that
+        // create made, and is merged against what the create left (see [`pending_create_base`]).
+        match (matched, ls.assignment.as_ref()) {
+            (Some(MatchBy::HardwareId), Some(a)) => a.pending_create.as_ref(),
+            _ => None,
+        }
     } else {
         ls.assignment.as_ref().and_then(|a| a.base.as_ref())
     };
@@ -1055,6 +1061,20 @@ fn supersede_all(plan: &mut DevicePlan, ls: &LocalState, keep: Option<Uuid>) {
 /// The synced desired fields of one side, as a base.
 fn snapshot(desired: &DesiredFields, fields: &SyncFields) -> Base {
     Base::from_desired(desired, fields.desired())
+}
+
+/// The base a Golioth create of `desired` leaves when nothing follows it: the fields it sends
+/// (see [`creation_values`]) and Golioth's defaults for the ones it cannot send (a device starts
+/// enabled; a disabled one is patched after). The engine stores it as the assignment's
+/// `pending_create` before sending the create, so a run that dies between the create and its
+/// commit is finished by the next one (a three-way merge that pushes what the create lacked)
+/// instead of meeting the new device as a stranger.
+pub fn pending_create_base(desired: &DesiredFields, fields: &SyncFields) -> Base {
+    let created = DesiredFields {
+        enabled: true,
+        ..desired.clone()
+    };
+    snapshot(&created, fields)
 }
 
 /// The desired values a created device starts with: the synced fields are copied, the name always

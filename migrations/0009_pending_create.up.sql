@@ -1,0 +1,11 @@
+-- A Golioth create in flight, written ahead of the request (issue 21).
+--
+-- Golioth creates a device in one request and the engine may then patch it (a disabled local
+-- device is created enabled, then disabled). When the host dies after the create but before its
+-- link is committed, the next run finds the new Golioth device by hardware id as if for the first
+-- time, with no merge base, and the conflict policy might keep Golioth's defaults over the local
+-- values. `pending_create` is the base the create alone leaves in Golioth (the fields sent, Golioth's
+-- defaults for the rest); it is set before the request is sent and cleared when the outcome is
+-- committed (linked, or refused by Golioth). A hardware-id match of a device that still carries it
+-- merges against it, so the next run finishes what the create began.
+ALTER TABLE device_service_assignments ADD COLUMN pending_create jsonb;
