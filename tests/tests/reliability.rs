@@ -161,12 +161,15 @@ async fn lost_answers_never_fail_an_export_an_update_or_a_delete() {
 /// A create whose outcome stays unknown (applied, its answer lost on every attempt, and Golioth
 /// unreachable for the lookup that would settle it) leaves its write-ahead marker; the next run
 /// meets the device by hardware id and finishes the create — a disabled device is disabled in
-/// Golioth — rather than treating it as a stranger (a first-sync `enabled` conflict).
+/// Golioth, every device gets the PSK credential the service creates — rather than treating it
+/// as a stranger (a first-sync `enabled` conflict, no credential).
 #[tokio::test]
 async fn a_create_whose_outcome_stayed_unknown_is_finished_by_the_next_run() {
     let e = env_with(&[]).await;
-    let svc = e.service("unsettled", json!({})).await;
-    e.seed_local(&svc, "dev", 5).await; // dev-000004 is disabled
+    let svc = e
+        .service("unsettled", json!({"create_credentials": true}))
+        .await;
+    let locals = e.seed_local(&svc, "dev", 5).await; // dev-000004 is disabled
     e.sim.add_fault(FaultRule::always(
         RequestMatch::kind("device.create"),
         Fault::AppliedThenUnavailable,
@@ -189,6 +192,10 @@ async fn a_create_whose_outcome_stayed_unknown_is_finished_by_the_next_run() {
     assert_eq!(
         remote["dev-000004"]["enabled"], true,
         "created, never disabled"
+    );
+    assert!(
+        e.sim.credentials(&svc.project).is_empty(),
+        "no credential yet"
     );
     let db = e.app.admin().await;
     let marked: i64 = db
@@ -240,6 +247,17 @@ async fn a_create_whose_outcome_stayed_unknown_is_finished_by_the_next_run() {
         .unwrap()
         .get(0);
     assert_eq!(marked, 0, "linked devices carry no marker");
+    // The credential the create would have made comes with the link.
+    let creds = e.sim.credentials(&svc.project);
+    assert_eq!(creds.len(), 5, "{creds:?}");
+    for id in &locals {
+        assert!(
+            creds
+                .iter()
+                .any(|c| c.identity.starts_with(&id.to_string())),
+            "{id}: {creds:?}"
+        );
+    }
 
     e.sim.reset_stats();
     let v = e
@@ -304,7 +322,30 @@ async fn end_state(e: &Env, svc: &Svc) -> Value {
         .iter()
         .map(|r| r.get(0))
         .collect();
-    json!({"local": local, "remote": e.remote_state(svc), "pending_conflicts": conflicts})
+    // PSK credentials by the name of the local device they were made for (the identity is the
+    // local device id, which differs between worlds), with how many each has.
+    let names: BTreeMap<String, String> = db
+        .query(
+            "SELECT id::text, name FROM devices WHERE organization_id = $1",
+            &[&e.org],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let mut credentials: BTreeMap<String, u32> = BTreeMap::new();
+    for c in e.sim.credentials(&svc.project) {
+        let id = c.identity.split('@').next().unwrap_or_default();
+        let name = names.get(id).cloned().unwrap_or_else(|| c.identity.clone());
+        *credentials.entry(name).or_default() += 1;
+    }
+    json!({
+        "local": local,
+        "remote": e.remote_state(svc),
+        "pending_conflicts": conflicts,
+        "credentials": credentials,
+    })
 }
 
 /// The same starting point in a fresh world, 3,000 devices: 1,500 linked pairs (300 edited
@@ -407,17 +448,26 @@ async fn a_sync_under_failures_and_sigkills_ends_where_an_undisturbed_one_ends()
     // The reference: the same world, synced once with nothing going wrong.
     let reference = {
         let e = env_with(&vars).await;
-        let svc = e.service("chaos", json!({})).await;
+        let svc = e
+            .service("chaos", json!({"create_credentials": true}))
+            .await;
         prepare_world(&e, &svc).await;
         let v = e
             .sync_done(&svc, json!({"operation": "bidirectional"}))
             .await;
         assert_eq!(v["status"], "completed", "{v}");
-        end_state(&e, &svc).await
+        let state = end_state(&e, &svc).await;
+        // Every exported device (1,500 pairs, 750 new) has its one credential.
+        let creds = state["credentials"].as_object().unwrap();
+        assert_eq!(creds.len(), 2250);
+        assert!(creds.values().all(|n| n == 1));
+        state
     };
 
     let mut e = env_with(&vars).await;
-    let svc = e.service("chaos", json!({})).await;
+    let svc = e
+        .service("chaos", json!({"create_credentials": true}))
+        .await;
     prepare_world(&e, &svc).await;
     e.app.use_killable_host(HOST_BIN);
     e.sim.set_latency(Duration::from_millis(2));
@@ -495,7 +545,7 @@ async fn a_sync_under_failures_and_sigkills_ends_where_an_undisturbed_one_ends()
 
     assert_no_duplicates(&e, &svc, seed);
     let got = end_state(&e, &svc).await;
-    for part in ["local", "remote", "pending_conflicts"] {
+    for part in ["local", "remote", "pending_conflicts", "credentials"] {
         assert_eq!(
             got[part],
             reference[part],

@@ -111,6 +111,26 @@ impl Item {
         }
     }
 
+    /// Linked now by a hardware-id match that finishes a Golioth create an earlier run sent and
+    /// never committed (its assignment still carries the `pending_create` marker).
+    fn finishes_a_create(&self) -> bool {
+        let marked = self.local.as_ref().is_some_and(|l| {
+            l.state
+                .assignment
+                .as_ref()
+                .is_some_and(|a| a.pending_create.is_some())
+        });
+        marked
+            && matches!(
+                self.plan.assignment,
+                Some(AssignmentWrite::Link {
+                    external_id: Some(_),
+                    ..
+                })
+            )
+            && !matches!(self.outcome, Outcome::Failed(_) | Outcome::Skipped(_))
+    }
+
     /// The freshest Golioth copy known.
     fn remote_now(&self) -> Option<&RemoteDevice> {
         match &self.outcome {
@@ -902,6 +922,7 @@ impl<'c> Exec<'c> {
                 it.remote = Some(fresh);
             }
         }
+        self.finish_interrupted_creates(items).await;
         Ok(())
     }
 
@@ -928,6 +949,68 @@ impl<'c> Exec<'c> {
         })
         .await?;
         Ok(())
+    }
+
+    /// A PSK credential for a device this service created in Golioth, its identity the local
+    /// device id (the Golioth id when there is none): whether one was made, and a note for the
+    /// run's details. One that already exists (a repeated attempt) is left alone.
+    async fn psk_credential(&self, it: &Item, golioth: &GoliothDeviceId) -> (bool, String) {
+        let identity = it
+            .device_id()
+            .map_or_else(|| golioth.as_str().to_owned(), |u| u.to_string());
+        match self
+            .client
+            .create_psk_credential(golioth, &identity, &generate_psk())
+            .await
+        {
+            Ok(_) => (
+                true,
+                format!("PSK credential created for identity {identity}"),
+            ),
+            Err(e) if e.is_duplicate() => (
+                false,
+                format!("PSK credential for identity {identity} already exists"),
+            ),
+            Err(e) => (false, format!("PSK credential not created: {}", reason(&e))),
+        }
+    }
+
+    /// Devices linked by finishing a create an earlier run began (a hardware-id match of a
+    /// device with a `pending_create` marker) get the credential that create would have made.
+    async fn finish_interrupted_creates(&mut self, items: &[Item]) {
+        if !self.create_credentials {
+            return;
+        }
+        let todo: Vec<usize> = items
+            .iter()
+            .enumerate()
+            .filter(|(_, it)| it.finishes_a_create())
+            .map(|(i, _)| i)
+            .collect();
+        let this = &*self;
+        let done = bounded(todo, REMOTE_CONCURRENCY, |i| async move {
+            let it = &items[i];
+            let golioth = it
+                .external_id()
+                .and_then(|e| GoliothDeviceId::parse(&e).ok());
+            let made = match &golioth {
+                Some(g) => Some(this.psk_credential(it, g).await),
+                None => None,
+            };
+            (i, made)
+        })
+        .await;
+        for (i, made) in done {
+            if let Some((created, note)) = made {
+                self.stats.remote_writes += u64::from(created);
+                self.stats.detail(json!({
+                    "device_id": items[i].plan.device_id,
+                    "external_id": items[i].external_id(),
+                    "status": "credential",
+                    "detail": note,
+                }));
+            }
+        }
     }
 
     /// Whether a device found after a lost create answer is linked to a local device other than
@@ -972,25 +1055,10 @@ impl<'c> Exec<'c> {
                         created = d;
                     }
                 }
-                let mut note = None;
-                if self.create_credentials {
-                    let identity = it
-                        .device_id()
-                        .map_or_else(|| created.id.as_str().to_owned(), |u| u.to_string());
-                    note = Some(
-                        match self
-                            .client
-                            .create_psk_credential(&created.id, &identity, &generate_psk())
-                            .await
-                        {
-                            Ok(_) => format!("PSK credential created for identity {identity}"),
-                            Err(e) if e.is_duplicate() => {
-                                format!("PSK credential for identity {identity} already exists")
-                            }
-                            Err(e) => format!("PSK credential not created: {}", reason(&e)),
-                        },
-                    );
-                }
+                let note = match self.create_credentials {
+                    true => Some(self.psk_credential(it, &created.id).await.1),
+                    false => None,
+                };
                 WriteResult::Created(Box::new(created), note, adopted)
             }
             Some(RemoteWrite::Update {
