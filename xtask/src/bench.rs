@@ -615,6 +615,53 @@ async fn resyncs(b: &mut Bench, org: Uuid, jwt: &str, svc: Uuid) -> Result<()> {
     Ok(())
 }
 
+/// Devices of the first-export scenario: every one is a Golioth create (and a fifth a disable
+/// after it), at most `REMOTE_CONCURRENCY` (8) in flight, so 2,000 already take 12.5 s of
+/// simulated latency at 50 ms.
+const EXPORT_DEVICES: usize = 2_000;
+
+/// First export: 2,000 local devices assigned to a service whose Golioth project is empty, one
+/// sync. Every create is written ahead (the assignment's `pending_create`, one statement per
+/// slice) before it is sent.
+async fn first_export(b: &mut Bench) -> Result<()> {
+    let n = EXPORT_DEVICES;
+    let project = format!("export{n}");
+    b.project(&project, 0)?;
+    let (org, jwt) = b.org(&project).await?;
+    let ((result, wall, stats), usage) = with_host(b, async |host| {
+        let svc = b.service(host, org, &jwt, &project).await?;
+        let db = pgenv::connect(&b.admin_db).await?;
+        db.execute(
+            "WITH ins AS ( \
+                 INSERT INTO devices (organization_id, name, hardware_ids, tags, enabled) \
+                 SELECT $1, 'exp-' || lpad(i::text, 6, '0'), \
+                        ARRAY['hw-exp-' || lpad(i::text, 6, '0')], ARRAY['a'], i % 5 <> 4 \
+                 FROM generate_series(0, $2::int - 1) AS i RETURNING id) \
+             INSERT INTO device_service_assignments (organization_id, device_id, service_id) \
+             SELECT $1, id, $3 FROM ins",
+            &[&org, &(n as i32), &svc],
+        )
+        .await?;
+        drop(db);
+        b.sim.reset_stats();
+        let started = Instant::now();
+        let result = b.sync(host, org, &jwt, svc).await?;
+        Ok((result, started.elapsed(), b.sim.stats()))
+    })
+    .await?;
+    // Creates, then the disables, each at REMOTE_CONCURRENCY in flight.
+    let writes = n + n / 5;
+    let bound = writes.div_ceil(8) as f64 * b.opts.latency_ms as f64;
+    b.row_used(json!({
+        "scenario": format!("first export, {n} devices (each a Golioth create)"),
+        "wall_ms": ms(wall), "golioth_requests": stats.requests, "db_statements": usage.statements,
+        "peak_rss_mib": usage.peak_kib / 1024, "lower_bound_ms": bound,
+        "ratio_to_bound": ((wall.as_secs_f64() * 1000.0 / bound) * 100.0).round() / 100.0,
+        "golioth_writes": stats.writes, "summary": result["summary"],
+    }), &usage);
+    Ok(())
+}
+
 /// The original's approach on the same 10,000 devices: pages fetched one after another, then
 /// one read and one write statement per device.
 async fn baseline(b: &mut Bench, ours_ms: f64) -> Result<()> {
@@ -922,6 +969,9 @@ pub fn run(args: &[String], root: &std::path::Path, target: &std::path::Path) ->
             if run("resync") {
                 resyncs(&mut b, org, &jwt, svc).await?;
             }
+            if run("export") {
+                first_export(&mut b).await?;
+            }
             if run("baseline") {
                 baseline(&mut b, ours_ms).await?;
             }
@@ -943,6 +993,9 @@ pub fn run(args: &[String], root: &std::path::Path, target: &std::path::Path) ->
             if let Some((org, jwt, svc, _)) = first_syncs(&mut b).await? {
                 if run("resync") {
                     resyncs(&mut b, org, &jwt, svc).await?;
+                }
+                if run("export") {
+                    first_export(&mut b).await?;
                 }
                 if run("webhook") {
                     webhooks(&mut b, org, svc).await?;
