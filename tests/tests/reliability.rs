@@ -158,6 +158,21 @@ async fn lost_answers_never_fail_an_export_an_update_or_a_delete() {
     assert_eq!(before_db["devices"], after_db["devices"], "seed {seed}");
 }
 
+/// How many of the service's assignments carry a write-ahead `pending_create` marker.
+async fn markers(e: &Env, svc: &Svc) -> i64 {
+    e.app
+        .admin()
+        .await
+        .query_one(
+            "SELECT count(*) FROM device_service_assignments \
+             WHERE service_id = $1 AND pending_create IS NOT NULL",
+            &[&svc.id],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
 /// A create whose outcome stays unknown (applied, its answer lost on every attempt, and Golioth
 /// unreachable for the lookup that would settle it) leaves its write-ahead marker; the next run
 /// meets the device by hardware id and finishes the create — a disabled device is disabled in
@@ -198,15 +213,7 @@ async fn a_create_whose_outcome_stayed_unknown_is_finished_by_the_next_run() {
         "no credential yet"
     );
     let db = e.app.admin().await;
-    let marked: i64 = db
-        .query_one(
-            "SELECT count(*) FROM device_service_assignments \
-             WHERE service_id = $1 AND pending_create IS NOT NULL",
-            &[&svc.id],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let marked = markers(&e, &svc).await;
     assert_eq!(marked, 5, "every unsettled create keeps its marker");
 
     e.sim.clear_faults();
@@ -237,15 +244,7 @@ async fn a_create_whose_outcome_stayed_unknown_is_finished_by_the_next_run() {
         .unwrap()
         .get(0);
     assert_eq!(open, 0, "no conflict invented");
-    let marked: i64 = db
-        .query_one(
-            "SELECT count(*) FROM device_service_assignments \
-             WHERE service_id = $1 AND pending_create IS NOT NULL",
-            &[&svc.id],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let marked = markers(&e, &svc).await;
     assert_eq!(marked, 0, "linked devices carry no marker");
     // The credential the create would have made comes with the link.
     let creds = e.sim.credentials(&svc.project);
@@ -279,18 +278,7 @@ async fn a_refused_create_leaves_no_marker() {
     ));
     let v = e.sync_done(&svc, json!({"operation": "export"})).await;
     assert_eq!(v["summary"]["failed"], 2, "{v}");
-    let marked: i64 = e
-        .app
-        .admin()
-        .await
-        .query_one(
-            "SELECT count(*) FROM device_service_assignments \
-             WHERE service_id = $1 AND pending_create IS NOT NULL",
-            &[&svc.id],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let marked = markers(&e, &svc).await;
     assert_eq!(marked, 0);
 }
 
