@@ -7,11 +7,14 @@
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use bytes::Bytes;
+use futures::FutureExt;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
@@ -204,21 +207,51 @@ fn worker(
                     let Ok((stream, _)) = accepted else { continue };
                     let _ = stream.set_nodelay(true);
                     let state = state.clone();
-                    tokio::task::spawn_local(async move {
-                        let service = service_fn(move |req| {
-                            let state = state.clone();
-                            async move { Ok::<_, Infallible>(handle(&state, req).await) }
-                        });
-                        let _ = hyper::server::conn::http1::Builder::new()
-                            .keep_alive(true)
-                            .serve_connection(TokioIo::new(stream), service)
-                            .await;
-                    });
+                    tokio::task::spawn_local(serve_connection(stream, move |req| {
+                        let state = state.clone();
+                        async move { handle(&state, req).await }
+                    }));
                 }
                 _ = shutdown.changed() => break,
             }
         }
     });
+}
+
+/// Serve one HTTP/1 connection with `handler`. A handler that panics is answered with the opaque
+/// 500 problem+json (the panic is logged), never with a dropped connection: the connection stays
+/// open for the client's next request.
+pub async fn serve_connection<F, Fut>(stream: tokio::net::TcpStream, handler: F)
+where
+    F: Fn(hyper::Request<Incoming>) -> Fut + 'static,
+    Fut: std::future::Future<Output = hyper::Response<Full<Bytes>>> + 'static,
+{
+    let handler = Rc::new(handler);
+    let service = service_fn(move |req| {
+        let handler = handler.clone();
+        async move { Ok::<_, Infallible>(unwinding_to_500(handler(req)).await) }
+    });
+    let _ = hyper::server::conn::http1::Builder::new()
+        .keep_alive(true)
+        .serve_connection(TokioIo::new(stream), service)
+        .await;
+}
+
+/// Run a request's future; if it panics, log the panic and answer a 500 problem+json.
+async fn unwinding_to_500(
+    fut: impl std::future::Future<Output = hyper::Response<Full<Bytes>>>,
+) -> hyper::Response<Full<Bytes>> {
+    match AssertUnwindSafe(fut).catch_unwind().await {
+        Ok(resp) => resp,
+        Err(panic) => {
+            let cause = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic without a message".to_owned());
+            problem(ApiError::internal(format!("handler panicked: {cause}")))
+        }
+    }
 }
 
 /// The in-process equivalent of the cron component: POST /internal/tick with the internal token.
@@ -256,7 +289,14 @@ async fn dispatch(state: &State, component: Component, req: api::Request) -> api
 }
 
 fn problem(err: ApiError) -> hyper::Response<Full<Bytes>> {
-    let resp = err.into_response(&uuid::Uuid::new_v4().to_string());
+    let request_id = uuid::Uuid::new_v4().to_string();
+    if let Some(cause) = err.cause() {
+        shared::base::log::error(
+            "request failed",
+            json!({"request_id": request_id, "status": err.status.as_u16(), "cause": cause}),
+        );
+    }
+    let resp = err.into_response(&request_id);
     let (parts, body) = resp.into_parts();
     hyper::Response::from_parts(parts, Full::new(body))
 }
@@ -306,4 +346,85 @@ async fn handle(state: &State, req: hyper::Request<Incoming>) -> hyper::Response
     let resp = dispatch(state, component, req).await;
     let (parts, body) = resp.into_parts();
     hyper::Response::from_parts(parts, Full::new(body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// Read one HTTP/1.1 response (headers and a `content-length` body) from `stream`.
+    async fn read_response(stream: &mut tokio::net::TcpStream) -> (String, String) {
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        loop {
+            let n = stream.read(&mut chunk).await.expect("reading the answer");
+            assert!(n > 0, "the connection was closed without an answer");
+            buf.extend_from_slice(&chunk[..n]);
+            let text = String::from_utf8_lossy(&buf).to_string();
+            if let Some(end) = text.find("\r\n\r\n") {
+                let head = text[..end].to_owned();
+                let len: usize = head
+                    .lines()
+                    .find_map(|l| {
+                        let (k, v) = l.split_once(':')?;
+                        k.eq_ignore_ascii_case("content-length")
+                            .then(|| v.trim().parse().ok())?
+                    })
+                    .unwrap_or(0);
+                if buf.len() >= end + 4 + len {
+                    let body = String::from_utf8_lossy(&buf[end + 4..end + 4 + len]).to_string();
+                    return (head, body);
+                }
+            }
+        }
+    }
+
+    /// A handler that panics is answered with the opaque 500 problem+json, and the same
+    /// connection then serves the next request.
+    #[test]
+    fn a_panicking_handler_gets_a_500_problem_not_a_dropped_connection() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let local = tokio::task::LocalSet::new();
+        local.block_on(&rt, async {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            tokio::task::spawn_local(async move {
+                let (stream, _) = listener.accept().await.unwrap();
+                serve_connection(stream, |req: hyper::Request<Incoming>| async move {
+                    if req.uri().path() == "/panic" {
+                        panic!("boom in a handler");
+                    }
+                    hyper::Response::new(Full::new(Bytes::from_static(b"ok")))
+                })
+                .await;
+            });
+            let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+            stream
+                .write_all(b"GET /panic HTTP/1.1\r\nhost: x\r\n\r\n")
+                .await
+                .unwrap();
+            let (head, body) = read_response(&mut stream).await;
+            assert!(head.starts_with("HTTP/1.1 500"), "{head}");
+            assert!(
+                head.to_ascii_lowercase()
+                    .contains("content-type: application/problem+json"),
+                "{head}"
+            );
+            let problem: serde_json::Value = serde_json::from_str(&body).unwrap();
+            assert_eq!(problem["status"], 500);
+            assert!(problem["request_id"].is_string(), "{problem}");
+            assert!(!body.contains("boom"), "the panic message leaked: {body}");
+            stream
+                .write_all(b"GET /fine HTTP/1.1\r\nhost: x\r\n\r\n")
+                .await
+                .unwrap();
+            let (head, body) = read_response(&mut stream).await;
+            assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+            assert_eq!(body, "ok");
+        });
+    }
 }

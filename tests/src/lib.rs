@@ -318,7 +318,16 @@ impl Drop for HostProcess {
     }
 }
 
-fn start_process(bin: &str, env: &HashMap<String, String>) -> Result<Host> {
+/// What happens to a host process's stdout once it listens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stdout {
+    /// Read and discarded, so the host never blocks on a full pipe.
+    Drained,
+    /// The pipe's read end is closed: every later write fails with `EPIPE`.
+    Closed,
+}
+
+fn start_process(bin: &str, env: &HashMap<String, String>, after: Stdout) -> Result<Host> {
     use std::io::{BufRead, BufReader};
     use std::process::{Command, Stdio};
     let mut cmd = Command::new(bin);
@@ -347,8 +356,12 @@ fn start_process(bin: &str, env: &HashMap<String, String>) -> Result<Host> {
             }
         }
     };
-    // Keep draining its output so the host never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines.by_ref() {});
+    match after {
+        Stdout::Drained => {
+            std::thread::spawn(move || for _ in lines.by_ref() {});
+        }
+        Stdout::Closed => drop(lines),
+    }
     Ok(Host::Process(HostProcess { child, base_url }))
 }
 
@@ -457,6 +470,17 @@ impl TestApp {
         self.restart_host();
     }
 
+    /// Replace the native host with its own process (`native_bin`, as in
+    /// [`TestApp::use_killable_host`]) whose stdout pipe is closed as soon as it listens, as when
+    /// `golioth-sync up | head` has ended: every log line it writes then meets `EPIPE`.
+    pub fn use_host_with_closed_stdout(&mut self, native_bin: &str) {
+        self.kill_host();
+        let host = start_process(native_bin, &self.env, Stdout::Closed)
+            .unwrap_or_else(|e| panic!("starting the host: {e:#}"));
+        self.base_url = host.base_url();
+        self.host = Some(host);
+    }
+
     /// Kill the host with SIGKILL (after [`TestApp::use_killable_host`]) and wait for it.
     pub fn kill_host(&mut self) {
         if let Some(h) = self.host.take() {
@@ -467,7 +491,7 @@ impl TestApp {
     /// Start the host again on the same database and variables; `base_url` moves to it.
     pub fn restart_host(&mut self) {
         let started = match &self.native_bin {
-            Some(bin) => start_process(bin, &self.env),
+            Some(bin) => start_process(bin, &self.env, Stdout::Drained),
             None => start_host(&self.env),
         };
         let host = started.unwrap_or_else(|e| panic!("restarting the host: {e:#}"));

@@ -728,3 +728,57 @@ async fn webhook_deliveries_answered_200_survive_a_sigkill_stored_once() {
     };
     assert_eq!(again.json()["status"], want, "{}", again.text());
 }
+
+/// A host whose stdout pipe has closed (`golioth-sync up | head`, a log shipper gone) keeps
+/// answering: every log line now meets `EPIPE`, and logging must never fail a request (it used
+/// `println!`, which panics on a write error, and the panicking handler's connection was dropped
+/// without an answer). Native only: under Spin the runtime owns the components' stdout.
+#[tokio::test]
+async fn a_host_whose_stdout_closed_still_answers_every_request() {
+    if harness::native_only("the test closes the native host process's stdout pipe") {
+        return;
+    }
+    const SECRET: &str = "pipeline-secret-0123456789abcdef";
+    let mut e = env_with(&[]).await;
+    let svc = e.service("closed-stdout", json!({})).await;
+    let r = e
+        .app
+        .request(
+            "PATCH",
+            &format!("{}/services/{}", e.base(), svc.id),
+            Some(&e.admin),
+            Some(&json!({"webhook_secret": SECRET})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    e.app.use_host_with_closed_stdout(HOST_BIN);
+    // Each request below writes at least one log line (the request log; a 4xx its reason).
+    for round in 0..5 {
+        let health = e.app.get("/health", None).await;
+        assert_eq!(health.status, 200, "round {round}: {}", health.text());
+        let missing = e.app.get("/no/such/path", None).await;
+        assert_eq!(missing.status, 404, "round {round}: {}", missing.text());
+        assert_eq!(missing.content_type(), "application/problem+json");
+        let list = e
+            .app
+            .get(&format!("{}/services", e.base()), Some(&e.viewer))
+            .await;
+        assert_eq!(list.status, 200, "round {round}: {}", list.text());
+        let delivery = e
+            .app
+            .send(
+                e.app
+                    .client
+                    .post(format!("{}/webhooks/golioth/{}", e.app.base_url, svc.id))
+                    .header("content-type", "application/json")
+                    .header("x-webhook-token", SECRET)
+                    .header("ce-source", "6b0000000000000000000099")
+                    .header("ce-subject", &svc.project)
+                    .header("ce-type", "io.golioth.data.v1/.s/sensor")
+                    .header("ce-id", format!("closed-stdout-{round}"))
+                    .body(json!({"temp": round}).to_string()),
+            )
+            .await;
+        assert_eq!(delivery.status, 200, "round {round}: {}", delivery.text());
+    }
+}

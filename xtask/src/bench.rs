@@ -965,7 +965,11 @@ pub fn run(args: &[String], root: &std::path::Path, target: &std::path::Path) ->
         };
         let skip = b.opts.skip.clone();
         let run = |name: &str| !skip.iter().any(|s| s == name);
-        if let Some((org, jwt, svc, ours_ms)) = first_syncs(&mut b).await? {
+        // `--skip native` (with `--host spin`): only the Spin pass, for quicker iterations.
+        let native = run("native") || !b.opts.spin;
+        if !native {
+            println!("native pass skipped (--skip native)");
+        } else if let Some((org, jwt, svc, ours_ms)) = first_syncs(&mut b).await? {
             if run("resync") {
                 resyncs(&mut b, org, &jwt, svc).await?;
             }

@@ -1,5 +1,7 @@
 //! The import check: lists each built component's imports and exports (wasmparser) and fails when
-//! one falls outside what Spin provides to WASI 0.2 components.
+//! one falls outside what Spin 4.0.x provides: the HTTP components are WASI P3 components
+//! (`wasi:http/handler@0.3.0-rc-2026-03-15`, spin-sdk 6.0.0), the cron component a WASI 0.2
+//! component for the cron plugin's Spin 3.5 host.
 
 use anyhow::{Context, Result, bail};
 use wasmparser::{Parser, Payload};
@@ -56,9 +58,14 @@ pub fn surface(bytes: &[u8]) -> Result<Surface> {
 /// What kind of Spin component a binary is meant to be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
+    /// An HTTP component: WASI P3 (spin-sdk 6.0.0), run by Spin 4.0.x's HTTP trigger.
     Http,
+    /// The cron component: WASI 0.2 (spin-sdk 5.2), run by the cron plugin (a Spin 3.5 host).
     Cron,
 }
+
+/// The WASI P3 release candidate Spin 4.0.x implements (and spin-sdk 6.0.0 targets).
+pub const WASI_P3_RC: &str = "0.3.0-rc-2026-03-15";
 
 fn split(name: &str) -> (&str, &str) {
     match name.split_once('@') {
@@ -67,11 +74,13 @@ fn split(name: &str) -> (&str, &str) {
     }
 }
 
-/// Is this import provided by Spin (3.x/4.x) to a WASI 0.2 component of `kind`?
+/// Is this import provided by Spin to a component of `kind`?
 pub fn import_allowed(kind: Kind, name: &str) -> bool {
     let (iface, version) = split(name);
     let wasi02 = version.starts_with("0.2.");
+    let p3 = kind == Kind::Http && version == WASI_P3_RC;
     match iface {
+        // The Rust standard library's own imports stay WASI 0.2 (wasm32-wasip2) in both kinds.
         "wasi:cli/environment"
         | "wasi:cli/exit"
         | "wasi:cli/stdin"
@@ -82,20 +91,22 @@ pub fn import_allowed(kind: Kind, name: &str) -> bool {
         | "wasi:cli/terminal-stdin"
         | "wasi:cli/terminal-stdout"
         | "wasi:cli/terminal-stderr"
-        | "wasi:io/error"
-        | "wasi:io/poll"
-        | "wasi:io/streams"
+        | "wasi:clocks/monotonic-clock"
+        | "wasi:clocks/wall-clock"
         | "wasi:random/random"
         | "wasi:random/insecure"
         | "wasi:random/insecure-seed"
-        | "wasi:clocks/monotonic-clock"
-        | "wasi:clocks/wall-clock"
         | "wasi:filesystem/types"
-        | "wasi:filesystem/preopens"
-        | "wasi:http/types"
-        | "wasi:http/outgoing-handler" => wasi02,
-        "spin:postgres/postgres" => version == "4.0.0",
-        "fermyon:spin/variables" => version == "2.0.0",
+        | "wasi:filesystem/preopens" => wasi02 || p3,
+        "wasi:cli/types" | "wasi:clocks/types" | "wasi:clocks/system-clock" => p3,
+        "wasi:io/error" | "wasi:io/poll" | "wasi:io/streams" => wasi02,
+        "wasi:http/types" => wasi02 && kind == Kind::Cron || p3,
+        "wasi:http/outgoing-handler" => wasi02 && kind == Kind::Cron,
+        "wasi:http/client" => p3,
+        // spin-sdk 6.0.0's Postgres (the async functions are 4.2.0's) and variables.
+        "spin:postgres/postgres" => kind == Kind::Http && version == "4.2.0",
+        "spin:variables/variables" => kind == Kind::Http && version == "3.0.0",
+        "fermyon:spin/variables" => kind == Kind::Cron && version == "2.0.0",
         "fermyon:spin-cron/cron-types" => kind == Kind::Cron && version == "2.0.0",
         _ => false,
     }
@@ -110,7 +121,7 @@ pub fn type_import_allowed(kind: Kind, name: &str) -> bool {
 pub fn export_allowed(kind: Kind, name: &str) -> bool {
     let (iface, version) = split(name);
     match kind {
-        Kind::Http => iface == "wasi:http/incoming-handler" && version.starts_with("0.2."),
+        Kind::Http => iface == "wasi:http/handler" && version == WASI_P3_RC,
         Kind::Cron => name == "handle-cron-event",
     }
 }
@@ -158,7 +169,7 @@ mod tests {
             r#"(component
                  (import "wasi:sockets/tcp@0.2.0" (instance))
                  (import "wasi:io/streams@0.2.6" (instance))
-                 (export "wasi:http/incoming-handler@0.2.6" (instance 0)))"#,
+                 (export "wasi:http/handler@0.3.0-rc-2026-03-15" (instance 0)))"#,
         );
         let s = surface(&bytes).unwrap();
         assert_eq!(
@@ -172,8 +183,36 @@ mod tests {
 
     #[test]
     fn rejects_wrong_versions_and_foreign_kinds() {
-        assert!(!import_allowed(Kind::Http, "spin:postgres/postgres@4.2.0"));
+        // spin-sdk 7's final WASI 0.3 does not load on Spin 4.0.x; nor does a P2 HTTP export.
         assert!(!import_allowed(Kind::Http, "wasi:http/types@0.3.0"));
+        assert!(!export_allowed(Kind::Http, "wasi:http/handler@0.3.0"));
+        assert!(!export_allowed(
+            Kind::Http,
+            "wasi:http/incoming-handler@0.2.6"
+        ));
+        assert!(export_allowed(
+            Kind::Http,
+            "wasi:http/handler@0.3.0-rc-2026-03-15"
+        ));
+        assert!(import_allowed(
+            Kind::Http,
+            "wasi:http/client@0.3.0-rc-2026-03-15"
+        ));
+        assert!(import_allowed(Kind::Http, "spin:postgres/postgres@4.2.0"));
+        // The cron plugin's Spin 3.5 host has neither postgres 4.2.0 nor any P3 interface.
+        assert!(!import_allowed(Kind::Cron, "spin:postgres/postgres@4.2.0"));
+        assert!(!import_allowed(
+            Kind::Cron,
+            "wasi:http/types@0.3.0-rc-2026-03-15"
+        ));
+        assert!(import_allowed(
+            Kind::Cron,
+            "wasi:http/outgoing-handler@0.2.6"
+        ));
+        assert!(!import_allowed(
+            Kind::Http,
+            "wasi:http/outgoing-handler@0.2.6"
+        ));
         assert!(!import_allowed(
             Kind::Http,
             "fermyon:spin-cron/cron-types@2.0.0"
@@ -182,18 +221,16 @@ mod tests {
             Kind::Cron,
             "fermyon:spin-cron/cron-types@2.0.0"
         ));
-        assert!(import_allowed(Kind::Http, "spin:postgres/postgres@4.0.0"));
         assert!(type_import_allowed(Kind::Cron, "metadata"));
         assert!(!type_import_allowed(Kind::Http, "metadata"));
-        assert!(!export_allowed(Kind::Http, "wasi:http/handler@0.3.0"));
     }
 
     #[test]
     fn accepts_an_allowed_component_and_rejects_a_core_module() {
         let ok = component(
             r#"(component
-                 (import "fermyon:spin/variables@2.0.0" (instance))
-                 (export "wasi:http/incoming-handler@0.2.0" (instance 0)))"#,
+                 (import "spin:variables/variables@3.0.0" (instance))
+                 (export "wasi:http/handler@0.3.0-rc-2026-03-15" (instance 0)))"#,
         );
         check(Kind::Http, &ok).unwrap();
         let core = wat::parse_str("(module)").unwrap();

@@ -267,7 +267,7 @@ impl Pipeline {
             Err(e) => DeliveryOutcome {
                 status: None,
                 body: String::new(),
-                error: Some(e.without_url().to_string()),
+                error: Some(error_chain(&e.without_url())),
             },
         }
     }
@@ -286,6 +286,18 @@ impl Pipeline {
             .collect()
             .await
     }
+}
+
+/// An error and its causes, outermost first (`error sending request: connection reset …`).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
 }
 
 #[cfg(test)]

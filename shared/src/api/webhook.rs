@@ -66,6 +66,10 @@ pub async fn receive(req: &Request, params: &Params, ctx: &Ctx<'_>) -> ApiResult
             StatusCode::OK,
             &json!({"status": "duplicate"}),
         )),
+        // `receive` reads a stale service again; this only names the case.
+        Outcome::Ingested(Ingested::StaleService) => Err(ApiError::unavailable(
+            "the service changed while the delivery was being stored; send it again",
+        )),
         Outcome::Ingested(Ingested::Stored {
             delivery_id,
             status,

@@ -1,19 +1,24 @@
-//! A short-lived, process-wide cache of the service a webhook delivery is addressed to, so a
-//! stream of deliveries costs one database statement each instead of two (DESIGN §9).
+//! A process-wide (under Spin: instance-wide) cache of the service a webhook delivery is
+//! addressed to, so a stream of deliveries costs one database statement each instead of two
+//! (DESIGN §9).
 //!
-//! Rules, so the cache never makes the endpoint accept what the database would refuse for
-//! longer than [`TTL`], and never refuses what it would accept:
-//! - an entry is used for at most [`TTL`] after it was read, then read again;
+//! Rules, so the cache never makes the endpoint accept what the database would refuse, and never
+//! refuses what it would accept:
+//! - each entry carries the service's row version; a delivery judged under it is stored only if
+//!   the service still has that version, in the same statement (`store::webhooks::ingest`), and
+//!   otherwise judged again on a fresh read — so a change made anywhere (the API in another
+//!   component or replica, `golioth-sync rotate-keys`) applies to the next delivery;
 //! - a delivery that an entry would reject (inactive service, bad credentials, wrong project, or
 //!   credentials that no longer open) is judged again on a fresh read, so a new secret, a
 //!   re-activated service or a re-keyed ring works at once;
-//! - updating or deleting a service through this process drops its entry at once; another
-//!   process's change (a second instance, `golioth-sync keys rotate`) is seen within [`TTL`];
+//! - an entry is read again after [`TTL`] at the latest, and updating or deleting a service
+//!   through this process drops its entry at once;
 //! - unknown services are never cached, and the map is bounded ([`CAPACITY`]; full means
-//!   cleared).
-//!
-//! On Spin every request gets a fresh component instance, so the map is always empty there and
-//! each delivery reads its service, exactly as without the cache.
+//!   cleared);
+//! - a burst of deliveries for a service not yet kept reads it once, not once each: a request
+//!   that misses takes the thread's (under Spin: the instance's) [`read_turn`] and looks again
+//!   before it reads, so the requests behind the first find its copy (and hold no database
+//!   connection while they wait).
 //!
 //! Uses `domain::store` (the row it caches) only.
 
@@ -25,8 +30,8 @@ use uuid::Uuid;
 
 use crate::domain::store::webhooks::WebhookService;
 
-/// How long a read of a service may stand in for the database.
-pub const TTL: Duration = Duration::seconds(1);
+/// How long a read of a service is kept (its version is checked on every use regardless).
+pub const TTL: Duration = Duration::seconds(60);
 
 /// Services kept at most; inserting into a full map clears it first.
 pub const CAPACITY: usize = 4096;
@@ -40,6 +45,16 @@ fn with<T>(f: impl FnOnce(&mut Entries) -> T) -> T {
     // plain copies of rows, so it is still consistent.
     let mut guard = SERVICES.lock().unwrap_or_else(|e| e.into_inner());
     f(&mut guard)
+}
+
+thread_local! {
+    static READ_TURN: Arc<futures::lock::Mutex<()>> = Arc::new(futures::lock::Mutex::new(()));
+}
+
+/// Wait for this thread's (instance's) turn to read a service that is not kept; hold the guard
+/// until the read is [`put`].
+pub async fn read_turn() -> futures::lock::OwnedMutexGuard<()> {
+    READ_TURN.with(Arc::clone).lock_owned().await
 }
 
 /// The entry for `service` if it was read less than [`TTL`] before `now`.
@@ -81,6 +96,7 @@ mod tests {
             is_active: true,
             config: serde_json::json!({}),
             credentials: None,
+            version: "1".into(),
         })
     }
 

@@ -34,6 +34,21 @@ pub mod vars {
     pub const GOLIOTH_BASE_URL: &str = "golioth_base_url";
     pub const CORS_ALLOWED_ORIGINS: &str = "cors_allowed_origins";
     pub const SLICE_BUDGET_MS: &str = "slice_budget_ms";
+    pub const SYNC_LOG_RETENTION_MONTHS: &str = "sync_log_retention_months";
+    pub const WEBHOOK_RETENTION_DAYS: &str = "webhook_retention_days";
+
+    /// Every variable a component may read.
+    pub const ALL: &[&str] = &[
+        DB_URL,
+        JWT_SECRET,
+        ENCRYPTION_KEY,
+        INTERNAL_TOKEN,
+        GOLIOTH_BASE_URL,
+        CORS_ALLOWED_ORIGINS,
+        SLICE_BUDGET_MS,
+        SYNC_LOG_RETENTION_MONTHS,
+        WEBHOOK_RETENTION_DAYS,
+    ];
 }
 
 /// Settings for one request. Required secrets missing from the configuration surface as a 500

@@ -14,6 +14,7 @@ use uuid::Uuid;
 use super::run::{DriveOutcome, drive, lease_until, new_owner};
 use crate::base::ctx::Ctx;
 use crate::base::ports::{DbError, transaction};
+use crate::base::settings::vars;
 use crate::domain::store;
 
 /// Sync log partitions are created this many months ahead (the current month included).
@@ -79,13 +80,13 @@ pub async fn tick(ctx: &Ctx<'_>, now: DateTime<Utc>, budget: Duration) -> TickOu
 
     let log_months = setting(
         ctx,
-        "sync_log_retention_months",
+        vars::SYNC_LOG_RETENTION_MONTHS,
         DEFAULT_LOG_RETENTION_MONTHS,
     )
     .max(1);
     let delivery_days = setting(
         ctx,
-        "webhook_retention_days",
+        vars::WEBHOOK_RETENTION_DAYS,
         DEFAULT_DELIVERY_RETENTION_DAYS,
     )
     .max(DEFAULT_DELIVERY_RETENTION_DAYS);

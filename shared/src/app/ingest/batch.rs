@@ -24,10 +24,12 @@
 //! sends its followers off to store alone (a delivery its batch did commit is then found as a
 //! duplicate: stored once, answered as stored).
 //!
-//! On Spin each request runs in its own instance, so it always leads alone.
+//! Under Spin the queue is per component instance: Spin reuses a WASI P3 instance for up to
+//! 16 requests at a time, which group as they do on one native worker thread.
 
 use std::cell::RefCell;
 use std::collections::{HashSet, VecDeque};
+use std::sync::Arc;
 
 use futures::channel::oneshot;
 use uuid::Uuid;
@@ -56,6 +58,8 @@ enum Signal {
 struct Waiter {
     org: Uuid,
     service: Uuid,
+    /// The service version the delivery was judged under.
+    version: Arc<str>,
     plan: Plan,
     tx: Option<oneshot::Sender<Signal>>,
 }
@@ -79,16 +83,18 @@ pub async fn ingest(
     db: &dyn Db,
     org: Uuid,
     service: Uuid,
+    version: Arc<str>,
     plan: Plan,
     holds_connection: bool,
 ) -> Result<Ingested, DbError> {
     if !webhooks::batchable(&plan) {
-        return webhooks::ingest(db, org, service, &plan).await;
+        return webhooks::ingest(db, org, service, &version, &plan).await;
     }
     let (tx, rx) = oneshot::channel();
     let me = Waiter {
         org,
         service,
+        version: version.clone(),
         plan,
         tx: Some(tx),
     };
@@ -108,7 +114,9 @@ pub async fn ingest(
         None => match rx.await {
             Ok(Signal::Done(r)) => return r,
             Ok(Signal::Lead(w)) => *w,
-            Ok(Signal::Alone(w)) => return webhooks::ingest(db, org, service, &w.plan).await,
+            Ok(Signal::Alone(w)) => {
+                return webhooks::ingest(db, org, service, &version, &w.plan).await;
+            }
             // Only when the thread's queue itself is gone (the worker is shutting down).
             Err(_) => return Err(DbError::Connect("webhook batch queue closed".into())),
         },
@@ -153,14 +161,14 @@ async fn lead(db: &dyn Db, me: Waiter) -> Result<Ingested, DbError> {
     let followers = QUEUE.with(|q| take_compatible(&mut q.borrow_mut().waiting, &me));
     let mut guard = Leading { followers };
     if guard.followers.is_empty() {
-        let r = webhooks::ingest(db, me.org, me.service, &me.plan).await;
+        let r = webhooks::ingest(db, me.org, me.service, &me.version, &me.plan).await;
         drop(guard);
         return r;
     }
     let plans: Vec<&Plan> = std::iter::once(&me.plan)
         .chain(guard.followers.iter().map(|w| &w.plan))
         .collect();
-    let stored = webhooks::ingest_batch(db, me.org, me.service, &plans).await;
+    let stored = webhooks::ingest_batch(db, me.org, me.service, &me.version, &plans).await;
     drop(plans);
     match stored {
         Ok(results) => {
@@ -181,13 +189,13 @@ async fn lead(db: &dyn Db, me: Waiter) -> Result<Ingested, DbError> {
             );
             // The guard sends every follower off alone and hands the place on.
             drop(guard);
-            webhooks::ingest(db, me.org, me.service, &me.plan).await
+            webhooks::ingest(db, me.org, me.service, &me.version, &me.plan).await
         }
     }
 }
 
 /// Take from `waiting`, in arrival order, the deliveries that can share `me`'s statement: same
-/// organization and service, and no device or delivery key already in the batch (what
+/// organization, service and service version, and no device or delivery key already in the batch (what
 /// `gs_webhook_ingest_batch` relies on). The others stay queued, in order, for a later batch.
 fn take_compatible(waiting: &mut VecDeque<Waiter>, me: &Waiter) -> Vec<Waiter> {
     let mut devices = HashSet::from([me.plan.device_external_id.clone()]);
@@ -198,6 +206,7 @@ fn take_compatible(waiting: &mut VecDeque<Waiter>, me: &Waiter) -> Vec<Waiter> {
         let fits = taken.len() + 1 < MAX_BATCH
             && w.org == me.org
             && w.service == me.service
+            && w.version == me.version
             && !devices.contains(&w.plan.device_external_id)
             && !keys.contains(&w.plan.delivery_key);
         if fits {
@@ -222,6 +231,7 @@ mod tests {
         Waiter {
             org,
             service,
+            version: Arc::from("1"),
             plan: Plan {
                 delivery_key: key.into(),
                 content_type: "application/json".into(),

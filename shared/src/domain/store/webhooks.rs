@@ -3,9 +3,11 @@
 //! A delivery is at most two statements, each its own (implicit, synchronously committed)
 //! transaction, PL/pgSQL functions of migrations 0005 / 0008 run as the application role under
 //! row level security: [`service`] (`gs_webhook_service`) scopes its statement to the
-//! organization owning the service and reads the service (skipped while `api::service_cache`
-//! holds a fresh read); then, after the caller authenticated the request in memory, [`ingest`]
-//! (`gs_webhook_ingest`) scopes its statement to that organization, stores the delivery under
+//! organization owning the service and reads the service and its row version (skipped while
+//! `app::service_cache` holds a copy); then, after the caller authenticated the request in
+//! memory, [`ingest`] (`gs_webhook_ingest_as_of`, migration 0011) scopes its statement to that
+//! organization, checks the service still has the version the delivery was judged under (else
+//! stores nothing: [`Ingested::StaleService`]), stores the delivery under
 //! its unique key and, only if that insert happened, writes the telemetry row, moves the
 //! device's reported state forward and queues a `device_refresh`. A duplicate key inserts
 //! nothing, so nothing else happens. [`ingest_batch`] (`gs_webhook_ingest_batch`) does the same
@@ -39,6 +41,9 @@ pub struct WebhookService {
     pub is_active: bool,
     pub config: Value,
     pub credentials: Option<Vec<u8>>,
+    /// The row version this copy was read at (its `xmin`): deliveries judged under it are
+    /// stored only while the service still has it ([`ingest`], [`ingest_batch`]).
+    pub version: String,
 }
 
 /// Timestamps are bound as text in this one format (also what `gs_ts` produces), so they compare
@@ -55,7 +60,7 @@ pub fn ts_text(t: chrono::DateTime<chrono::Utc>) -> String {
 pub async fn service(db: &dyn Db, service: Uuid) -> Result<Option<WebhookService>, DbError> {
     let rows = db
         .query(
-            "SELECT organization_id, is_active, config, credentials \
+            "SELECT organization_id, is_active, config, credentials, version \
              FROM gs_webhook_service($1::uuid)",
             &[Param::Uuid(service)],
         )
@@ -67,6 +72,7 @@ pub async fn service(db: &dyn Db, service: Uuid) -> Result<Option<WebhookService
                 is_active: r.get("is_active")?,
                 config: r.get("config")?,
                 credentials: r.get("credentials")?,
+                version: r.get("version")?,
             })
         })
         .transpose()
@@ -124,19 +130,30 @@ pub enum Ingested {
         /// A new `device_refresh` run was queued (false when one was already queued).
         refresh_queued: bool,
     },
+    /// The service is no longer the version the delivery was judged under (changed or
+    /// deleted since it was read): nothing was stored; read it again and judge anew.
+    StaleService,
 }
 
-/// Store an accepted delivery of `org`'s `service` and apply it (see the module doc): one
-/// autocommit statement, committed when this returns. Not for use inside a transaction that
-/// must stay scoped to another organization (it sets `app.organization_id` to `org`).
-pub async fn ingest(db: &dyn Db, org: Uuid, service: Uuid, p: &Plan) -> Result<Ingested, DbError> {
+/// Store an accepted delivery of `org`'s `service`, judged under the service's `version`, and
+/// apply it (see the module doc): one autocommit statement, committed when this returns;
+/// [`Ingested::StaleService`] (nothing stored) when the service has changed since. Not for use
+/// inside a transaction that must stay scoped to another organization (it sets
+/// `app.organization_id` to `org`).
+pub async fn ingest(
+    db: &dyn Db,
+    org: Uuid,
+    service: Uuid,
+    version: &str,
+    p: &Plan,
+) -> Result<Ingested, DbError> {
     let float = |v: Option<f64>| v.map_or(Param::Null, Param::Float64);
     let rows = db
         .query(
-            "SELECT delivery_id, status, refresh_queued FROM gs_webhook_ingest($1::uuid, \
+            "SELECT delivery_id, status, refresh_queued FROM gs_webhook_ingest_as_of($1::uuid, \
                  $2::uuid, $3::text, $4::text, $5::text, $6::text, $7::text, $8::jsonb, \
                  $9::bool, $10::text, $11::text, $12::jsonb, $13::bool, $14::bool, $15::bool, \
-                 $16::float8, $17::float8, $18::jsonb, $19::bool)",
+                 $16::float8, $17::float8, $18::jsonb, $19::bool, $20::text)",
             &[
                 Param::Uuid(org),
                 Param::Uuid(service),
@@ -157,6 +174,7 @@ pub async fn ingest(db: &dyn Db, org: Uuid, service: Uuid, p: &Plan) -> Result<I
                 float(p.state.signal_strength),
                 p.state.location.clone().map_or(Param::Null, Param::Jsonb),
                 Param::Bool(p.force_refresh),
+                Param::Text(version.to_owned()),
             ],
         )
         .await?;
@@ -176,7 +194,7 @@ pub fn batchable(p: &Plan) -> bool {
 }
 
 /// Store several accepted deliveries of `org`'s `service`, each as [`ingest`] stores one, in
-/// one autocommit statement (`gs_webhook_ingest_batch`, migration 0008): one commit for all of
+/// one autocommit statement (`gs_webhook_ingest_batch_as_of`, migrations 0008 and 0011): one commit for all of
 /// them, committed when this returns; an error stores none of them. The caller guarantees what
 /// the statement relies on: every plan [`batchable`], no two with the same device or the same
 /// delivery key. One answer per plan, in order.
@@ -184,6 +202,7 @@ pub async fn ingest_batch(
     db: &dyn Db,
     org: Uuid,
     service: Uuid,
+    version: &str,
     plans: &[&Plan],
 ) -> Result<Vec<Ingested>, DbError> {
     let items: Vec<Value> = plans
@@ -218,11 +237,12 @@ pub async fn ingest_batch(
     let rows = db
         .query(
             "SELECT ord, delivery_id, status, refresh_queued \
-             FROM gs_webhook_ingest_batch($1::uuid, $2::uuid, $3::jsonb)",
+             FROM gs_webhook_ingest_batch_as_of($1::uuid, $2::uuid, $3::jsonb, $4::text)",
             &[
                 Param::Uuid(org),
                 Param::Uuid(service),
                 Param::Jsonb(Value::Array(items)),
+                Param::Text(version.to_owned()),
             ],
         )
         .await?;
@@ -241,6 +261,9 @@ pub async fn ingest_batch(
 
 fn ingested(row: &crate::base::ports::Row) -> Result<Ingested, DbError> {
     match row.get::<Option<Uuid>>("delivery_id")? {
+        None if row.get::<Option<String>>("status")?.as_deref() == Some("stale_service") => {
+            Ok(Ingested::StaleService)
+        }
         None => Ok(Ingested::Duplicate),
         Some(delivery_id) => Ok(Ingested::Stored {
             delivery_id,
