@@ -8,7 +8,7 @@
 //!   credentials that no longer open) is judged again on a fresh read, so a new secret, a
 //!   re-activated service or a re-keyed ring works at once;
 //! - updating or deleting a service through this process drops its entry at once; another
-//!   process's change (a second instance, `golioth-sync keys rotate`) is seen within [`TTL`];
+//!   process's change (a second instance, `golioth-sync rotate-keys`) is seen within [`TTL`];
 //! - unknown services are never cached, and the map is bounded ([`CAPACITY`]; full means
 //!   cleared).
 //!
