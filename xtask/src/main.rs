@@ -395,3 +395,30 @@ fn main() -> Result<()> {
         ),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_process_left_by_the_tests_fails_the_run_and_is_killed() {
+        let suite = suite_id();
+        assert!(check_survivors(&suite).is_ok(), "nothing started yet");
+        // A grandchild that outlives its parent, as a browser outlives a killed chromedriver.
+        let status = Command::new("sh")
+            .args(["-c", "sleep 300 >/dev/null 2>&1 &"])
+            .env(host::procs::SUITE_VAR, &suite)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let err = check_survivors(&suite).unwrap_err();
+        assert!(format!("{err}").contains("left 1 process"), "{err}");
+        // check_survivors killed it: the next check passes.
+        let deadline = Instant::now() + std::time::Duration::from_secs(5);
+        while !host::procs::marked(host::procs::SUITE_VAR, &suite).is_empty() {
+            assert!(Instant::now() < deadline, "the survivor was not killed");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        assert!(check_survivors(&suite).is_ok());
+    }
+}
