@@ -138,6 +138,21 @@ export function qs(params) {
   return s ? `?${s}` : '';
 }
 
+let meCache = null;
+/** GET /api/v1/me: the signed-in user and their organizations (cached until sign-out or switch). */
+export async function me(fresh = false) {
+  if (!meCache || fresh) {
+    meCache = get('//api/v1/me').catch((e) => {
+      meCache = null;
+      throw e;
+    });
+  }
+  return meCache;
+}
+export function forgetMe() {
+  meCache = null;
+}
+
 let servicesCache = null;
 /** The organization's services (cached for the session of one screen; `fresh` reloads). */
 export async function services(fresh = false) {

@@ -1,7 +1,9 @@
-// golioth-sync console: start-up (token from the fragment or pasted), the sign-in screen and
-// the client-side router (History API paths under /console/, each a screen module).
+// golioth-sync console: start-up (token from the fragment or pasted), the sign-in screen, the
+// header (who is signed in, the organization by name, switching between the user's
+// organizations: GET /api/v1/me) and the client-side router (History API paths under /console/,
+// each a screen module).
 
-import { adoptFragment, claims, get, isUuid, session, setUnauthorizedHandler, forgetServices } from './api.js';
+import { adoptFragment, claims, forgetMe, get, isUuid, me, session, setUnauthorizedHandler, forgetServices } from './api.js';
 import { clearErrors, field, h, loading, notify, replace, setFieldError } from './dom.js';
 import * as services from './services.js';
 import * as sync from './sync.js';
@@ -11,6 +13,8 @@ import * as conflicts from './conflicts.js';
 const main = () => document.getElementById('main');
 let cleanup = null;
 let signInReason = '';
+/** Whether a screen has been shown yet (the first one leaves the focus where the page load put it). */
+let routed = false;
 
 /** The screens: a path pattern (segments; `:x` captures) and its render function. */
 const ROUTES = [
@@ -58,19 +62,50 @@ function setNav(active) {
   }
 }
 
-function who() {
-  const c = claims(session.token) || {};
+/** The header: the user's name (or email, or short id), the organization's name and role, a
+ * switch between the user's organizations, and sign-out. */
+async function who() {
   const el = document.getElementById('who');
+  const c = claims(session.token) || {};
+  const signOutBtn = h('button', { type: 'button', class: 'link', id: 'sign-out', onclick: signOut }, 'Sign out');
+  let info = null;
+  try {
+    info = await me();
+  } catch {
+    info = null;
+  }
+  const user = (info && info.user) || { id: c.sub };
+  const userLabel = user.name || user.email || `user ${String(user.id || '?').slice(0, 8)}…`;
+  const orgs = (info && info.organizations) || [];
+  const current = orgs.find((o) => o.id === session.org);
+  const orgLabel = current ? current.name : `organization ${session.org.slice(0, 8)}…`;
+  let switcher = null;
+  if (orgs.length > 1) {
+    const select = h('select', { id: 'org-switch' },
+      orgs.map((o) => h('option', { value: o.id, selected: o.id === session.org }, `${o.name} (${o.role})`)));
+    select.addEventListener('change', () => switchOrg(select.value));
+    switcher = h('div', { class: 'org-switch' }, h('label', { for: 'org-switch' }, 'Organization'), select);
+  }
   replace(el,
-    h('span', { class: 'muted', title: `user ${c.sub || '?'} in organization ${session.org}` },
-      `user ${String(c.sub || '?').slice(0, 8)}… · org ${session.org.slice(0, 8)}…`),
-    ' ',
-    h('button', { type: 'button', class: 'link', onclick: signOut }, 'Sign out'));
+    h('span', { class: 'user', id: 'who-user', title: [user.email, `user ${user.id || '?'}`].filter(Boolean).join(' · ') }, userLabel),
+    switcher || h('span', { class: 'org-name', id: 'who-org', title: `organization ${session.org}` },
+      orgLabel, current ? h('span', { class: 'muted' }, ` · ${current.role}`) : null),
+    signOutBtn);
+}
+
+/** Switch to another of the user's organizations (same token). */
+function switchOrg(org) {
+  if (!isUuid(org) || org === session.org) return;
+  session.set(session.token, org);
+  forgetServices();
+  navigate('/console/services');
+  notify('ok', 'Switched organization');
 }
 
 function signOut() {
   session.forget();
   forgetServices();
+  forgetMe();
   signInReason = 'Signed out. The token was removed from this tab.';
   route();
 }
@@ -94,7 +129,7 @@ async function route() {
     }
     return signIn();
   }
-  who();
+  who().catch(() => {});
   const m = match(path);
   const el = main();
   if (!m) {
@@ -117,8 +152,12 @@ async function route() {
   if (heading) {
     heading.setAttribute('tabindex', '-1');
     document.title = `${heading.textContent} · golioth-sync console`;
-    if (document.activeElement === document.body || !el.contains(document.activeElement)) heading.focus({ preventScroll: true });
+    // After a navigation inside the app, the new screen's heading takes the focus (as a page load
+    // would put a screen reader there). On the first screen the focus stays at the top of the
+    // page, so the first Tab reaches the skip link.
+    if (routed && (document.activeElement === document.body || !el.contains(document.activeElement))) heading.focus({ preventScroll: true });
   }
+  routed = true;
   return undefined;
 }
 
@@ -127,24 +166,24 @@ function signIn() {
   document.getElementById('nav').hidden = true;
   replace(document.getElementById('who'));
   const token = h('textarea', { rows: '4', autocomplete: 'off', spellcheck: 'false', required: true, value: '' });
-  const org = h('input', { type: 'text', autocomplete: 'off', spellcheck: 'false', required: true, value: session.org, placeholder: '00000000-0000-0000-0000-000000000000' });
+  const org = h('input', { type: 'text', autocomplete: 'off', spellcheck: 'false', value: session.org, placeholder: '00000000-0000-0000-0000-000000000000' });
   const submit = h('button', { type: 'submit', class: 'primary' }, 'Sign in');
   const form = h('form', { class: 'card narrow', novalidate: true },
     h('h1', { tabindex: '-1' }, 'Sign in'),
     signInReason ? h('div', { class: 'notice error inline', role: 'alert', id: 'signin-reason' }, signInReason) : null,
-    h('p', {}, 'Paste the platform\'s bearer token (a JWT) and the organization to manage. ',
+    h('p', {}, 'Paste the platform\'s bearer token (a JWT). ',
       'They are kept in this tab only (sessionStorage) and sent as an Authorization header, never in a URL. ',
       'A link of the form ', h('code', {}, '/console/#token=…&org=…'), ' signs in directly.'),
     field('Bearer token (JWT)', token),
-    field('Organization id', org, 'The uuid in /api/v1/orgs/:org_id/…'),
+    field('Organization id (optional)', org, 'Leave empty to start in your first organization; the header switches between them.'),
     h('div', { class: 'actions' }, submit));
   form.addEventListener('submit', async (ev) => {
     ev.preventDefault();
     const t = token.value.trim().replace(/^Bearer\s+/i, '');
     const o = org.value.trim();
     setFieldError(token, claims(t) ? null : 'Not a JWT: expected three base64url parts separated by dots.');
-    setFieldError(org, isUuid(o) ? null : 'Enter the organization\'s uuid.');
-    if (!claims(t) || !isUuid(o)) return;
+    setFieldError(org, !o || isUuid(o) ? null : 'Enter the organization\'s uuid, or leave it empty.');
+    if (!claims(t) || (o && !isUuid(o))) return;
     session.set(t, o);
     const why = session.problem();
     if (why) {
@@ -153,14 +192,34 @@ function signIn() {
       signIn();
       return;
     }
+    const label = submit.textContent;
     submit.disabled = true;
+    submit.setAttribute('aria-busy', 'true');
+    submit.textContent = 'Signing in…';
+    const idle = () => {
+      submit.disabled = false;
+      submit.removeAttribute('aria-busy');
+      submit.textContent = label;
+    };
     try {
+      forgetMe();
+      if (!o) {
+        const info = await loading(() => me());
+        const first = (info.organizations || [])[0];
+        if (!first) {
+          signInReason = 'This user is not a member of any organization.';
+          session.clear();
+          signIn();
+          return;
+        }
+        session.set(t, first.id);
+      }
       await check();
       signInReason = '';
       notify('ok', 'Signed in');
       route();
     } catch {
-      submit.disabled = false;
+      idle();
     }
   });
   replace(main(), form);
@@ -192,6 +251,7 @@ setUnauthorizedHandler((problem) => {
     : `The server refused the token (${problem.detail || problem.title || '401'}). Sign in again with a valid one.`;
   session.clear();
   forgetServices();
+  forgetMe();
   signIn();
 });
 
@@ -208,6 +268,7 @@ document.addEventListener('click', (ev) => {
 function adoptLink() {
   if (!adoptFragment()) return false;
   forgetServices();
+  forgetMe();
   signInReason = '';
   if (session.token && session.org && !session.problem()) check().then(() => route(), () => {});
   else route();

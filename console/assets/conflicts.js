@@ -1,7 +1,7 @@
 // golioth-sync console: conflicts — the pending list with counts (per service, per field), a
 // device's conflicts with base / local / Golioth side by side and resolve as local / remote /
-// custom (or link / create for identity conflicts), bulk resolve with a preview of what will
-// change, and resolved conflicts with who resolved them and when.
+// custom (or link / create for identity conflicts), bulk resolve after the server's own preview
+// (a dry run of the bulk resolve), and resolved conflicts with who resolved them and when.
 
 import { claims, get, post, qs, session, services as loadServices } from './api.js';
 import { act, badge, field, go, h, notify, replace, setFieldError, show, table, when } from './dom.js';
@@ -56,7 +56,7 @@ export async function list(main, _params, query) {
   for (const c of conflicts) byField[c.field_name] = (byField[c.field_name] || 0) + 1;
   const total = stats.reduce((n, [, k]) => n + (k || 0), 0);
   const counts = st === 'pending'
-    ? h('section', { class: 'card counts-card', 'aria-label': 'Pending conflicts', id: 'conflict-counts' },
+    ? h('section', { class: 'card counts-card', 'aria-label': 'Pending conflict counts', id: 'conflict-counts' },
       h('p', { class: 'big' }, h('strong', {}, String(svc ? conflicts.length : total)), ` pending conflict${(svc ? conflicts.length : total) === 1 ? '' : 's'}`),
       h('ul', { class: 'chips' },
         stats.filter(([, k]) => k).map(([s, k]) => h('li', {}, h('a', { href: `/console/conflicts${qs({ service: s.id })}` }, `${s.name}: ${k}`))),
@@ -92,7 +92,7 @@ function pendingTable(conflicts, names) {
   const all = h('input', { type: 'checkbox', id: 'sel-all', 'aria-label': 'Select every conflict on this page' });
   all.addEventListener('change', () => { for (const b of boxes) if (!b.disabled) b.checked = all.checked; });
   const rows = conflicts.map((c, i) => h('tr', { dataset: { conflict: c.id } },
-    h('td', {}, boxes[i]),
+    h('td', { dataset: { label: 'Select' } }, boxes[i]),
     h('th', { scope: 'row' }, h('a', { href: deviceHref(c) }, deviceName(c)), h('br'), h('small', { class: 'muted' }, names[c.service_id] || c.service_name || '')),
     h('td', {}, c.field_name, h('br'), h('small', { class: 'muted' }, c.conflict_type.replace(/_/g, ' '))),
     h('td', {}, value(c.base_value, 'base')),
@@ -105,16 +105,24 @@ function pendingTable(conflicts, names) {
     h('option', { value: 'remote' }, 'keep the Golioth value'));
   const previewBtn = h('button', { type: 'button', id: 'bulk-preview' }, 'Preview');
   const preview = h('div', { id: 'bulk-preview-out' });
-  previewBtn.addEventListener('click', () => {
+  previewBtn.addEventListener('click', async () => {
     const chosen = conflicts.filter((c, i) => boxes[i].checked);
     if (!chosen.length) {
       notify('error', 'Nothing selected', 'Tick the conflicts to resolve first.');
       return;
     }
     const res = resolution.value;
-    const confirmBtn = h('button', { type: 'button', class: 'primary', id: 'bulk-confirm' }, `Resolve ${chosen.length} conflict${chosen.length === 1 ? '' : 's'}`);
+    const ids = chosen.map((c) => c.id);
+    // The server's own preview (dry_run): the same checks as resolving, nothing written.
+    const answer = await act(previewBtn, 'Previewing…', () => post('/conflicts/resolve', { ids, resolution: res, dry_run: true }), { what: 'Preview failed' });
+    if (!answer) return;
+    const byId = Object.fromEntries(chosen.map((c) => [c.id, c]));
+    const results = answer.data.results || [];
+    const ok = results.filter((r) => r.status === 'would_resolve');
+    const confirmBtn = h('button', { type: 'button', class: 'primary', id: 'bulk-confirm', disabled: !ok.length },
+      `Resolve ${ok.length} conflict${ok.length === 1 ? '' : 's'}`);
     confirmBtn.addEventListener('click', async () => {
-      const r = await act(confirmBtn, 'Resolving…', () => post('/conflicts/resolve', { ids: chosen.map((c) => c.id), resolution: res }), {
+      const r = await act(confirmBtn, 'Resolving…', () => post('/conflicts/resolve', { ids: ok.map((x) => x.id), resolution: res }), {
         okTitle: 'Bulk resolve done',
         okDetail: (x) => `${x.data.resolved} resolved, ${x.data.failed} failed`,
         what: 'Bulk resolve failed',
@@ -128,23 +136,26 @@ function pendingTable(conflicts, names) {
     });
     replace(preview,
       h('h3', {}, 'What will change'),
-      table('Bulk resolve preview', ['Device', 'Field', 'Platform now', 'Golioth now', 'Both become'],
-        chosen.map((c) => {
-          const v = res === 'local' ? c.local_value : c.remote_value;
-          return h('tr', {},
+      h('p', { id: 'bulk-preview-summary' }, `${answer.data.would_resolve} would be resolved, ${answer.data.failed} would fail. Nothing has been written yet.`),
+      table('Bulk resolve preview', ['Device', 'Field', 'Platform now', 'Golioth now', 'Both become', 'Check'],
+        results.map((x) => {
+          const c = byId[x.id] || {};
+          const fine = x.status === 'would_resolve';
+          return h('tr', { dataset: { conflict: x.id, status: x.status } },
             h('th', { scope: 'row' }, deviceName(c)),
-            h('td', {}, c.field_name),
-            h('td', {}, value(c.local_value), res === 'local' ? ' (kept)' : ' → changes'),
-            h('td', {}, value(c.remote_value), res === 'remote' ? ' (kept)' : ' → changes'),
-            h('td', {}, value(v, 'chosen')));
-        })),
+            h('td', {}, x.field || c.field_name || '—'),
+            h('td', {}, 'local_now' in x ? value(x.local_now) : '—', fine && 'value' in x ? (res === 'local' ? ' (kept)' : ' → changes') : null),
+            h('td', {}, 'remote_now' in x ? value(x.remote_now) : '—', fine && 'value' in x ? (res === 'remote' ? ' (kept)' : ' → changes') : null),
+            h('td', {}, 'value' in x ? value(x.value, 'chosen') : (x.action || '—')),
+            h('td', {}, fine ? badge('ok') : [badge('error'), ' ', x.error || x.code || '']));
+        }), { id: 'bulk-preview-table' }),
       h('p', { class: 'muted' }, 'The platform is written at once; Golioth gets the value from the device refresh each resolution queues.'),
-      h('div', { class: 'actions' }, confirmBtn, ' ', h('button', { type: 'button', onclick: () => replace(preview) }, 'Cancel')));
-    confirmBtn.focus();
+      h('div', { class: 'actions' }, confirmBtn, ' ', h('button', { type: 'button', id: 'bulk-cancel', onclick: () => { replace(preview); previewBtn.focus(); } }, 'Cancel')));
+    (ok.length ? confirmBtn : preview.querySelector('#bulk-cancel')).focus();
   });
 
   return h('div', {},
-    table('Pending conflicts', [all, 'Device', 'Field', 'Base (last agreed)', 'Local (platform)', 'Golioth', 'Detected'], rows, { id: 'pending-table' }),
+    table('Pending conflicts', [h('label', { class: 'select-all', dataset: { keep: '' } }, all, h('span', { class: 'narrow-only' }, ' Select all')), 'Device', 'Field', 'Base (last agreed)', 'Local (platform)', 'Golioth', 'Detected'], rows, { id: 'pending-table' }),
     h('section', { class: 'card', 'aria-labelledby': 'bulk-h' },
       h('h2', { id: 'bulk-h' }, 'Resolve the selected conflicts'),
       h('div', { class: 'filters' },

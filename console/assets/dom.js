@@ -72,14 +72,39 @@ export function setFieldError(control, message) {
 
 const notices = () => document.getElementById('notices');
 
-/** A notice: kind is 'ok' | 'error' | 'info'. Errors stay until dismissed. */
+/** How long a success or info notice stays (ms); errors stay until dismissed. */
+export const NOTICE_MS = 5000;
+/** At most this many notices are visible; the oldest leaves first (errors last). */
+export const MAX_NOTICES = 3;
+
+/**
+ * A notice: kind is 'ok' | 'error' | 'info'. Success and info notices leave by themselves after
+ * NOTICE_MS (held while the pointer or focus is on them); errors stay until dismissed. At most
+ * MAX_NOTICES are shown: a new one pushes out the oldest success first, then the oldest error.
+ */
 export function notify(kind, title, detail) {
-  const box = h('div', { class: `notice ${kind}`, role: kind === 'error' ? 'alert' : 'status' },
+  const box = h('div', { class: `notice ${kind}`, role: kind === 'error' ? 'alert' : 'status', dataset: { kind } },
     h('div', {}, h('strong', {}, title), detail ? h('span', { class: 'detail' }, ` ${detail}`) : null),
-    h('button', { type: 'button', class: 'link', 'aria-label': 'Dismiss notice', onclick: () => box.remove() }, '×'));
-  notices().prepend(box);
-  while (notices().children.length > 5) notices().lastChild.remove();
-  if (kind !== 'error') setTimeout(() => box.remove(), 8000);
+    h('button', { type: 'button', class: 'link dismiss', 'aria-label': `Dismiss: ${title}`, onclick: () => box.remove() }, '×'));
+  const list = notices();
+  list.prepend(box);
+  while (list.children.length > MAX_NOTICES) {
+    const all = Array.from(list.children);
+    const oldest = all.reverse().find((n) => n.dataset.kind !== 'error') || all[0];
+    oldest.remove();
+  }
+  if (kind !== 'error') {
+    let held = false;
+    let due = false;
+    const leave = () => { if (held) due = true; else box.remove(); };
+    const hold = () => { held = true; };
+    const release = () => { held = false; if (due) box.remove(); };
+    box.addEventListener('mouseenter', hold);
+    box.addEventListener('mouseleave', release);
+    box.addEventListener('focusin', hold);
+    box.addEventListener('focusout', release);
+    setTimeout(leave, NOTICE_MS);
+  }
   return box;
 }
 
@@ -114,17 +139,29 @@ export async function loading(fn) {
 }
 
 /**
+ * Mark a button busy (disabled, `aria-busy`, saying `busyText`) until the returned function is
+ * called, which restores it. For actions longer than one request (a sync followed to its end).
+ */
+export function busy(button, busyText) {
+  if (!button) return () => {};
+  const label = button.textContent;
+  button.disabled = true;
+  button.setAttribute('aria-busy', 'true');
+  button.textContent = busyText;
+  return () => {
+    button.disabled = false;
+    button.removeAttribute('aria-busy');
+    button.textContent = label;
+  };
+}
+
+/**
  * Run an action from a button: the button is disabled and says `busyText` while it runs, the page
  * shows its busy bar, and a notice reports success (`okTitle`, when given) or the problem.
  * Returns the action's result, or undefined when it failed.
  */
 export async function act(button, busyText, fn, { okTitle, okDetail, what } = {}) {
-  const label = button ? button.textContent : '';
-  if (button) {
-    button.disabled = true;
-    button.setAttribute('aria-busy', 'true');
-    button.textContent = busyText;
-  }
+  const idle = busy(button, busyText);
   try {
     const result = await loading(fn);
     clearErrors();
@@ -134,20 +171,27 @@ export async function act(button, busyText, fn, { okTitle, okDetail, what } = {}
     notifyError(err, what);
     return undefined;
   } finally {
-    if (button) {
-      button.disabled = false;
-      button.removeAttribute('aria-busy');
-      button.textContent = label;
-    }
+    idle();
   }
 }
 
-/** A table in a horizontally scrolling wrapper (narrow screens). */
+/**
+ * A table. On a narrow screen (CSS, below 640 px) each row becomes a stacked card: every cell
+ * carries its column's name in `data-label`, which the stylesheet shows before the value, and
+ * the header row is hidden but for headers marked `data-keep` (e.g. a "select all" box).
+ */
 export function table(caption, headers, rows, attrs = {}) {
+  const names = headers.map((t) => (t instanceof Node ? (t.getAttribute && t.getAttribute('aria-label')) || t.textContent || '' : String(t)));
+  for (const row of [rows].flat(Infinity)) {
+    if (!(row instanceof Element)) continue;
+    Array.from(row.children).forEach((cell, i) => {
+      if (names[i] && !cell.dataset.label) cell.dataset.label = names[i];
+    });
+  }
   return h('div', { class: 'table-wrap', tabindex: '0', role: 'region', 'aria-label': caption },
-    h('table', attrs,
+    h('table', { ...attrs, class: `${attrs.class || ''} stack`.trim() },
       h('caption', { class: 'sr-only' }, caption),
-      h('thead', {}, h('tr', {}, headers.map((t) => h('th', { scope: 'col' }, t)))),
+      h('thead', {}, h('tr', {}, headers.map((t) => h('th', { scope: 'col', class: t instanceof Element && 'keep' in t.dataset ? 'keep' : null }, t)))),
       h('tbody', {}, rows)));
 }
 

@@ -1,5 +1,6 @@
-// golioth-sync console: history — sync runs and the sync log, each filtered (service, status,
-// time) and paged with the API's cursors; and one run's page (progress, counters, details).
+// golioth-sync console: history — sync runs and the sync log, each filtered by the server
+// (service, status, since / until) and paged with the API's cursors; and one run's page
+// (progress, counters, details).
 
 import { get, post, qs, services as loadServices } from './api.js';
 import { act, badge, h, replace, show, table, when } from './dom.js';
@@ -35,30 +36,30 @@ export async function render(main, _params, query) {
   const status = h('select', { id: 'f-status' }, h('option', { value: '' }, 'Any status'),
     statuses.map((s) => h('option', { value: s, selected: s === query.get('status') }, s.replace(/_/g, ' '))));
   const since = h('input', { type: 'datetime-local', id: 'f-since', value: localInput(query.get('since')) });
+  const until = h('input', { type: 'datetime-local', id: 'f-until', value: localInput(query.get('until')) });
   const apply = h('button', { type: 'submit' }, 'Apply filters');
   const filters = h('form', { class: 'filters', 'aria-label': 'Filters' },
     h('div', { class: 'field' }, h('label', { for: 'f-service' }, 'Service'), service),
     h('div', { class: 'field' }, h('label', { for: 'f-status' }, 'Status'), status),
     h('div', { class: 'field' }, h('label', { for: 'f-since' }, 'Since'), since),
+    h('div', { class: 'field' }, h('label', { for: 'f-until' }, 'Until'), until),
     h('div', { class: 'field end' }, apply));
   const out = h('div', { id: 'history-output' });
   const more = h('button', { type: 'button', id: 'older', hidden: true }, 'Older entries');
   const cursors = [];
   let next = null;
 
-  const sinceIso = () => (since.value ? new Date(since.value).toISOString() : '');
-  const filterQuery = () => qs({ tab, service: service.value, status: status.value, since: sinceIso() });
+  const iso = (input) => (input.value ? new Date(input.value).toISOString() : '');
+  const filterQuery = () => qs({ tab, service: service.value, status: status.value, since: iso(since), until: iso(until) });
+  const serverFilters = () => ({ service_id: service.value, status: status.value, since: iso(since), until: iso(until) });
+  let pages = 0;
 
   async function load(cursor) {
     let rows;
     if (tab === 'runs') {
-      const page = await get(`/sync-runs${qs({ service_id: service.value, status: status.value, limit: PAGE, cursor })}`);
+      const page = await get(`/sync-runs${qs({ ...serverFilters(), limit: PAGE, cursor })}`);
       next = page.next_cursor;
-      // The runs API has no time filter: the page is cut at `since` here (runs come newest first).
-      const cut = sinceIso();
-      const list = cut ? page.items.filter((r) => r.created_at >= cut) : page.items;
-      if (cut && list.length < page.items.length) next = null;
-      rows = list.map((r) => h('tr', {},
+      rows = page.items.map((r) => h('tr', { dataset: { run: r.id } },
         h('th', { scope: 'row' }, h('a', { href: `/console/runs/${r.id}` }, when(r.created_at))),
         h('td', {}, names[r.service_id] || String(r.service_id).slice(0, 8)),
         h('td', {}, r.operation, r.dry_run ? h('span', { class: 'tag' }, 'dry run') : null),
@@ -67,13 +68,12 @@ export async function render(main, _params, query) {
         h('td', { class: 'num' }, String((r.summary && r.summary.failed) || 0)),
         h('td', { class: 'num' }, String((r.summary && r.summary.conflicts) || 0)),
         h('td', {}, duration(r))));
-      out.append(table('Sync runs', ['Started', 'Service', 'Operation', 'Status', 'Devices', 'Failed', 'Conflicts', 'Duration'], rows, { class: 'runs' }));
+      pages += 1;
+      out.append(table(pages === 1 ? 'Sync runs' : `Sync runs, page ${pages}`, ['Started', 'Service', 'Operation', 'Status', 'Devices', 'Failed', 'Conflicts', 'Duration'], rows, { class: 'runs', dataset: { page: pages } }));
     } else {
-      const page = await get(`/sync-log${qs({ service_id: service.value, since: sinceIso(), limit: PAGE, cursor })}`);
+      const page = await get(`/sync-log${qs({ ...serverFilters(), limit: PAGE, cursor })}`);
       next = page.next_cursor;
-      // The sync log API has no status filter: the page is filtered here.
-      const list = status.value ? page.items.filter((e) => e.status === status.value) : page.items;
-      rows = list.map((e) => h('tr', {},
+      rows = page.items.map((e) => h('tr', { dataset: { entry: e.id } },
         h('th', { scope: 'row' }, when(e.created_at)),
         h('td', {}, names[e.service_id] || String(e.service_id || '').slice(0, 8)),
         h('td', {}, e.operation.replace(/_/g, ' ')),
@@ -81,10 +81,8 @@ export async function render(main, _params, query) {
         h('td', {}, e.device_id ? h('a', { href: `/console/conflicts?device=${e.device_id}` }, `${String(e.device_id).slice(0, 8)}…`) : '—'),
         h('td', {}, e.run_id ? h('a', { href: `/console/runs/${e.run_id}` }, `${String(e.run_id).slice(0, 8)}…`) : '—'),
         h('td', { class: 'details' }, h('code', {}, show(e.details)))));
-      out.append(table('Sync log', ['When', 'Service', 'Operation', 'Status', 'Device', 'Run', 'Details'], rows, { class: 'log' }));
-      if (status.value && list.length < page.items.length) {
-        out.append(h('p', { class: 'muted' }, `${page.items.length - list.length} entries of this page hidden by the status filter.`));
-      }
+      pages += 1;
+      out.append(table(pages === 1 ? 'Sync log' : `Sync log, page ${pages}`, ['When', 'Service', 'Operation', 'Status', 'Device', 'Run', 'Details'], rows, { class: 'log', dataset: { page: pages } }));
     }
     if (!rows.length && !cursor) out.append(h('p', { class: 'muted empty' }, 'Nothing matches these filters.'));
     more.hidden = !next;
@@ -95,6 +93,7 @@ export async function render(main, _params, query) {
     window.history.replaceState(null, '', `/console/history${filterQuery()}`);
     replace(out);
     cursors.length = 0;
+    pages = 0;
     act(apply, 'Loading…', () => load(undefined), { what: 'Could not load the history' });
   });
   more.addEventListener('click', () => {

@@ -1,6 +1,7 @@
 // golioth-sync console: the services screens — the list (last sync, success rate, pending
 // conflicts from each service's stats) and the create / edit form with every config option,
-// write-only secrets, "test connection", and the webhook URL with a ready Pipeline YAML.
+// write-only secrets, "test connection", the webhook URL with a ready Pipeline YAML, and
+// deleting a service after a confirmation in the page.
 
 import { ApiError, del, forgetServices, get, patch, post } from './api.js';
 import { act, badge, copy, field, go, h, notify, replace, setFieldError, table, when } from './dom.js';
@@ -43,7 +44,7 @@ export async function list(main) {
       h('h1', {}, 'Services'),
       h('a', { href: '/console/services/new', class: 'button primary' }, 'New service')),
     items.length
-      ? table('Services', ['Name', 'Project', 'Schedule', 'Direction', 'Last sync', 'Success rate (30 d)', 'Conflicts', ''], rows, { id: 'services-table' })
+      ? table('Services', ['Name', 'Project', 'Schedule', 'Direction', 'Last sync', 'Success rate (30 d)', 'Conflicts', 'Actions'], rows, { id: 'services-table' })
       : h('div', { class: 'empty' }, h('p', {}, 'No services yet. A service links this organization to one Golioth project.'),
         h('a', { href: '/console/services/new', class: 'button primary' }, 'Create the first service')));
 }
@@ -95,7 +96,7 @@ function webhookSection(service) {
     return h('div', {},
       h('h3', { id: `${id}-h` }, cbor ? 'Pipeline YAML (CBOR data converted to JSON)' : 'Pipeline YAML (JSON data)'),
       pre,
-      h('button', { type: 'button', onclick: () => copy(text, pre) }, cbor ? 'Copy CBOR pipeline' : 'Copy JSON pipeline'));
+      h('button', { type: 'button', id: `copy-${id}`, onclick: () => copy(text, pre) }, cbor ? 'Copy CBOR pipeline' : 'Copy JSON pipeline'));
   };
   return h('section', { class: 'card', 'aria-labelledby': 'webhook-h' },
     h('h2', { id: 'webhook-h' }, 'Golioth Pipeline'),
@@ -105,7 +106,7 @@ function webhookSection(service) {
           secretStatus(service.credentials.webhook_secret_set, service.credentials.webhook_secret_last4), ').']
         : `This service expects ${auth} signatures, which Golioth Pipelines do not send: use a signing relay in between.`),
     field('Webhook URL', urlBox),
-    h('button', { type: 'button', onclick: () => copy(url, urlBox) }, 'Copy URL'),
+    h('button', { type: 'button', id: 'copy-url', onclick: () => copy(url, urlBox) }, 'Copy URL'),
     yaml(false),
     yaml(true));
 }
@@ -259,11 +260,28 @@ export async function edit(main, params) {
       what: 'Connection test failed',
     }));
   }
-  const delBtn = service ? h('button', { type: 'button', class: 'danger' }, 'Delete service') : null;
+  const delBtn = service ? h('button', { type: 'button', class: 'danger', id: 'delete-service' }, 'Delete service…') : null;
+  const confirmBox = h('div', { id: 'delete-confirm', role: 'group', 'aria-labelledby': 'delete-confirm-text', hidden: true });
   if (delBtn) {
-    delBtn.addEventListener('click', async () => {
-      if (!window.confirm(`Delete ${service.name}? Its runs, log and conflicts go with it; devices stay.`)) return;
-      const ok = await act(delBtn, 'Deleting…', () => del(`/services/${service.id}`), { okTitle: 'Service deleted', okDetail: service.name, what: 'Delete failed' });
+    // Deleting asks first, in the page: the consequences, then a button that names the service.
+    const yes = h('button', { type: 'button', class: 'danger', id: 'delete-yes' }, `Delete ${service.name}`);
+    const no = h('button', { type: 'button', id: 'delete-no' }, 'Keep it');
+    replace(confirmBox,
+      h('p', { id: 'delete-confirm-text' }, h('strong', {}, `Delete ${service.name}?`),
+        ' Its runs, sync log and conflicts go with it; the platform\'s devices stay. This cannot be undone.'),
+      h('div', { class: 'actions' }, yes, ' ', no));
+    delBtn.addEventListener('click', () => {
+      confirmBox.hidden = false;
+      delBtn.hidden = true;
+      no.focus();
+    });
+    no.addEventListener('click', () => {
+      confirmBox.hidden = true;
+      delBtn.hidden = false;
+      delBtn.focus();
+    });
+    yes.addEventListener('click', async () => {
+      const ok = await act(yes, 'Deleting…', () => del(`/services/${service.id}`), { okTitle: 'Service deleted', okDetail: service.name, what: 'Delete failed' });
       if (ok) {
         forgetServices();
         go('/console/services');
@@ -280,5 +298,5 @@ export async function edit(main, params) {
     h('div', { class: 'columns' },
       h('section', { class: 'card', 'aria-label': 'Settings' }, form),
       service ? webhookSection(service) : null),
-    service ? h('section', { class: 'card danger-zone', 'aria-label': 'Danger zone' }, h('h2', {}, 'Danger zone'), delBtn) : null);
+    service ? h('section', { class: 'card danger-zone', 'aria-labelledby': 'danger-h' }, h('h2', { id: 'danger-h' }, 'Danger zone'), delBtn, confirmBox) : null);
 }

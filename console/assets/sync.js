@@ -3,7 +3,7 @@
 // polled; cancel), plus the run panel the history screen reuses.
 
 import { api, get, post, qs, services as loadServices } from './api.js';
-import { act, badge, h, notify, notifyError, replace, show, table, when } from './dom.js';
+import { act, badge, busy, h, notify, notifyError, replace, show, table, when } from './dom.js';
 
 const TERMINAL = ['completed', 'completed_with_errors', 'failed', 'cancelled'];
 export const isTerminal = (run) => TERMINAL.includes(run.status);
@@ -65,6 +65,23 @@ function conflictLines(d) {
   });
 }
 
+/** What a plan does to the device's link with its Golioth twin, in words (not the op's name). */
+export function describeLink(a) {
+  if (!a) return '';
+  switch (a.op) {
+    case 'link':
+      return a.external_id ? `links to Golioth ${a.external_id}` : 'links to the device Golioth creates';
+    case 'set_base':
+      return 'records the values both sides now agree on';
+    case 'detach':
+      return 'stops syncing this device (the link is kept)';
+    case 'delete':
+      return 'removes the link';
+    default:
+      return String(a.op || '').replace(/_/g, ' ');
+  }
+}
+
 /** The per-device details of a run (a dry run's plan, or a real run's outcomes). */
 export function detailsTable(run) {
   const details = run.details || [];
@@ -74,11 +91,12 @@ export function detailsTable(run) {
     h('td', {}, badge(d.status || 'done')),
     h('td', {}, d.status === 'planned' ? describeWrite(d.local).map((l) => h('div', {}, l)) : show(d.operation || '')),
     h('td', {}, d.status === 'planned' ? describeWrite(d.remote).map((l) => h('div', {}, l)) : show(d.error || '')),
-    h('td', {}, conflictLines(d).map((l) => h('div', {}, l)), d.assignment ? h('div', { class: 'muted' }, `link: ${d.assignment.op}`) : null)));
+    h('td', {}, describeLink(d.assignment) || '—'),
+    h('td', {}, conflictLines(d).map((l) => h('div', {}, l)))));
   const processed = (run.summary && run.summary.processed) || 0;
   return h('div', {},
     table(run.dry_run ? 'Planned changes per device' : 'Per-device results',
-      run.dry_run ? ['Device', 'Status', 'Local (platform)', 'Golioth', 'Conflicts'] : ['Device', 'Status', 'Operation', 'Error', 'Conflicts'],
+      run.dry_run ? ['Device', 'Status', 'Local (platform)', 'Golioth', 'Link', 'Conflicts'] : ['Device', 'Status', 'Operation', 'Error', 'Link', 'Conflicts'],
       rows, { id: 'run-details' }),
     details.length < processed ? h('p', { class: 'muted' }, `Showing the first ${details.length} devices with changes.`) : null);
 }
@@ -166,8 +184,19 @@ export async function render(main, _params, query) {
   async function start(body, btn) {
     const sid = current().id;
     replace(out, h('p', { class: 'muted' }, body.dry_run ? 'Planning the changes…' : 'Starting the sync…'));
-    const first = await act(btn, body.dry_run ? 'Planning…' : 'Syncing…', () => api('POST', `/services/${sid}/sync`, body), { what: body.dry_run ? 'Dry run failed' : 'Sync failed' });
+    const busyText = body.dry_run ? 'Planning…' : 'Syncing…';
+    const first = await act(btn, busyText, () => api('POST', `/services/${sid}/sync`, body), { what: body.dry_run ? 'Dry run failed' : 'Sync failed' });
     if (!first) return null;
+    // The button stays busy while the run is followed to its end.
+    const idle = busy(btn, busyText);
+    try {
+      return await follow(first, body, sid);
+    } finally {
+      idle();
+    }
+  }
+
+  async function follow(first, body, sid) {
     let run = first.data;
     show_(run);
     if (run.existing) notify('info', 'A run was already active', 'Showing the run in progress for this service.');

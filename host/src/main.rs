@@ -6,6 +6,14 @@
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-fn main() -> anyhow::Result<()> {
-    host::cli::run(std::env::args().skip(1).collect())
+/// Usage errors (and `--help`, `--version`) end inside `cli::run` with clap's exit code (2, or
+/// 0); a command that fails prints its error chain on one line and exits with 1.
+fn main() -> std::process::ExitCode {
+    match host::cli::run_args(std::env::args_os().skip(1)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
 }

@@ -1,17 +1,19 @@
 //! Runs an app under the real Spin CLI (`spin up`) for the Spin test suite and `bench --host
 //! spin`: finds `spin` on PATH, picks a free port, passes the application variables as
 //! `SPIN_VARIABLE_*`, waits until `/health` answers and kills the whole process group (the cron
-//! plugin is a child process) when dropped. Nothing in production uses this module.
+//! plugin is a child process) when dropped ([`crate::procs::ProcessGuard`]). Nothing in
+//! production uses this module.
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+
+use crate::procs::ProcessGuard;
 
 /// Where `spin` is, or why it cannot be used (the Spin suite prints this when it skips).
 pub fn spin_binary() -> std::result::Result<PathBuf, String> {
@@ -63,7 +65,7 @@ pub struct SpinOptions {
 
 /// A running `spin up`; stopped (process group killed) on drop.
 pub struct SpinApp {
-    child: Child,
+    child: ProcessGuard,
     pub addr: SocketAddr,
     pub log_dir: PathBuf,
     _temp: Option<TempDir>,
@@ -119,21 +121,10 @@ impl SpinApp {
             .collect()
     }
 
-    /// Stop the app now (SIGKILL to its process group) and wait for it.
+    /// Stop the app now (SIGKILL to its process group and anything it started) and wait for it.
+    /// Dropping the app does the same.
     pub fn stop(&mut self) {
-        let pid = self.child.id();
-        let _ = Command::new("kill")
-            .args(["-KILL", "--", &format!("-{pid}")])
-            .stderr(Stdio::null())
-            .status();
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for SpinApp {
-    fn drop(&mut self) {
-        self.stop();
+        self.child.kill();
     }
 }
 
@@ -207,13 +198,9 @@ fn start_once(bin: &Path, opts: &SpinOptions) -> Result<SpinApp> {
     cmd.envs(&opts.env);
     let out = std::fs::File::create(log_dir.join("spin.out"))?;
     let err = std::fs::File::create(log_dir.join("spin.err"))?;
-    cmd.stdin(Stdio::null())
-        .stdout(out)
-        .stderr(err)
-        .process_group(0);
-    let child = cmd
-        .spawn()
-        .with_context(|| format!("starting {}", bin.display()))?;
+    cmd.stdin(Stdio::null()).stdout(out).stderr(err);
+    let child =
+        ProcessGuard::spawn(&mut cmd).with_context(|| format!("starting {}", bin.display()))?;
     let mut app = SpinApp {
         child,
         addr,
@@ -223,7 +210,7 @@ fn start_once(bin: &Path, opts: &SpinOptions) -> Result<SpinApp> {
     if opts.no_http {
         let alive_until = Instant::now() + Duration::from_secs(1);
         while Instant::now() < alive_until {
-            if let Some(status) = app.child.try_wait()? {
+            if let Some(status) = app.child.child_mut().try_wait()? {
                 let logs = app.logs();
                 bail!("spin up exited with {status} right after starting:\n{logs}");
             }
@@ -234,7 +221,7 @@ fn start_once(bin: &Path, opts: &SpinOptions) -> Result<SpinApp> {
     let ready = opts.ready_path.as_deref().unwrap_or("/health");
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        if let Some(status) = app.child.try_wait()? {
+        if let Some(status) = app.child.child_mut().try_wait()? {
             let logs = app.logs();
             bail!("spin up exited with {status} before it was ready:\n{logs}");
         }

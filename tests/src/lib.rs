@@ -15,6 +15,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use host::manifest::{self, Manifest};
 use host::pgenv::{self, PgServer};
+use host::procs::ProcessGuard;
 use host::server::{self, HostOptions, RunningHost};
 use host::spin_up::{self, SpinApp, SpinOptions};
 use serde_json::Value;
@@ -298,23 +299,17 @@ impl Host {
     }
 }
 
-/// The native host running as `gs-host serve` (the tests crate's copy of `golioth-sync`).
+/// The native host running as `gs-host serve` (the tests crate's copy of `golioth-sync`), in its
+/// own process group; killed when dropped.
 pub struct HostProcess {
-    child: std::process::Child,
+    child: ProcessGuard,
     base_url: String,
 }
 
 impl HostProcess {
     /// SIGKILL: no shutdown of any kind, like a crash or an OOM kill.
     fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for HostProcess {
-    fn drop(&mut self) {
-        self.kill();
+        self.child.kill();
     }
 }
 
@@ -340,8 +335,8 @@ fn start_process(bin: &str, env: &HashMap<String, String>, after: Stdout) -> Res
     for (k, v) in env {
         cmd.env(format!("SPIN_VARIABLE_{}", k.to_ascii_uppercase()), v);
     }
-    let mut child = cmd.spawn().with_context(|| format!("starting {bin}"))?;
-    let stdout = child.stdout.take().context("host stdout")?;
+    let mut child = ProcessGuard::spawn(&mut cmd).with_context(|| format!("starting {bin}"))?;
+    let stdout = child.child_mut().stdout.take().context("host stdout")?;
     let mut lines = BufReader::new(stdout).lines();
     let base_url = loop {
         match lines.next() {
@@ -351,7 +346,7 @@ fn start_process(bin: &str, env: &HashMap<String, String>, after: Stdout) -> Res
                 }
             }
             _ => {
-                let _ = child.kill();
+                child.kill();
                 anyhow::bail!("{bin} exited before listening");
             }
         }

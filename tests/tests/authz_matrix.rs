@@ -250,3 +250,79 @@ async fn internal_and_public_routes() {
         .await;
     assert_eq!(r.status, 401);
 }
+
+/// `GET /api/v1/me` (`Access::User`): any valid token may ask, and the answer is about its own
+/// user only: the organizations it belongs to (found across tenants by the SECURITY DEFINER
+/// lookup, names read under each one's row level security) with names and roles, and the token's
+/// display claims. Every bad token is a 401.
+#[tokio::test]
+async fn me_names_the_callers_own_organizations_and_nothing_else() {
+    let app = spawn_app().await;
+    let w = world(&app).await;
+    let me = Route {
+        method: "GET",
+        pattern: "/api/v1/me",
+        endpoint: shared::api::Endpoint::Me,
+        access: Access::User,
+    };
+    assert!(
+        routes(Component::DeviceSync)
+            .iter()
+            .any(|r| r.pattern == me.pattern && r.method == me.method && r.access == me.access),
+        "the route table serves GET /api/v1/me to any user"
+    );
+    for (name, token) in &w.bad_tokens {
+        let r = app.get(me.pattern, token.as_deref()).await;
+        assert_eq!(r.status, 401, "{name}: {}", r.text());
+        assert_eq!(r.content_type(), "application/problem+json", "{name}");
+    }
+    // A member of two organizations (admin in one, viewer in the other), with display claims.
+    let other = app.seed_org("second").await;
+    let _stranger = app.seed_org("stranger").await;
+    let (_, _, admin_token) = &w.tokens[2];
+    let user = Uuid::new_v4();
+    let admin = app.admin().await;
+    for (org, role) in [(w.org, "admin"), (other, "viewer")] {
+        admin
+            .execute(
+                "INSERT INTO organization_members (organization_id, user_id, role, created_at) \
+                 VALUES ($1, $2, $3, now() - (CASE WHEN $3 = 'admin' THEN 2 ELSE 1 END) * interval '1 hour')",
+                &[&org, &user, &role],
+            )
+            .await
+            .unwrap();
+    }
+    let token = jwt_with(
+        json!({"sub": user.to_string(), "exp": chrono::Utc::now().timestamp() + 600,
+               "name": "Ada Lovelace", "email": "ada@example.com"}),
+        JWT_SECRET,
+    );
+    let r = app.get(me.pattern, Some(&token)).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        r.json(),
+        json!({
+            "user": {"id": user, "name": "Ada Lovelace", "email": "ada@example.com"},
+            "organizations": [
+                {"id": w.org, "name": "matrix", "role": "admin"},
+                {"id": other, "name": "second", "role": "viewer"},
+            ],
+        })
+    );
+    // Another user's token sees only its own membership; no display claims, no such keys.
+    let r = app.get(me.pattern, Some(admin_token)).await.json();
+    assert_eq!(
+        r["organizations"],
+        json!([{"id": w.org, "name": "matrix", "role": "admin"}])
+    );
+    assert_eq!(r["user"].as_object().unwrap().len(), 1, "{r}");
+    // A valid token of a user in no organization: an empty list, not an error.
+    let r = app.get(me.pattern, Some(&w.outsider)).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["organizations"], json!([]));
+    // Only GET.
+    assert_eq!(
+        app.post(me.pattern, Some(&token), &json!({})).await.status,
+        405
+    );
+}

@@ -1089,3 +1089,96 @@ async fn delete_vs_modify_conflicts_follow_the_sync_core() {
     assert_eq!(base_of(&app, restored, svc).await, Some(values("renamed")));
     assert_eq!(audit_rows(&app, c).await.len(), 1);
 }
+
+/// The bulk resolve's `dry_run`: the server's own preview. Each conflict is checked as resolving
+/// it would check it (a stale one and a second write to the same field fail with their reason,
+/// an identity conflict cannot take "local"), the answer says what each side holds now and will
+/// hold, and nothing is written: no conflict resolved, no device changed, no audit row, no run.
+#[tokio::test]
+async fn a_bulk_dry_run_previews_each_resolution_and_writes_nothing() {
+    let app = spawn_app().await;
+    let o = org(&app, "acme").await;
+    let svc = service(&app, &o, "prod").await;
+    let (d1, c1) = name_conflict(&app, &o, svc, 1, ("B", "L1", "R1")).await;
+    let (d2, c2) = name_conflict(&app, &o, svc, 2, ("B", "L2", "R2")).await;
+    app.admin()
+        .await
+        .execute("UPDATE devices SET name = 'edited' WHERE id = $1", &[&d2])
+        .await
+        .unwrap();
+    let identity = conflict(
+        &app,
+        o.id,
+        svc,
+        (None, Some(&ext(9))),
+        ("identity", "identity"),
+        [
+            None,
+            Some(json!([])),
+            Some(json!({"id": ext(9), "name": "g"})),
+        ],
+    )
+    .await;
+    let url = format!("{}/resolve", conflicts(&o));
+    let body = json!({"ids": [c1, c2, identity, c1], "resolution": "remote", "dry_run": true});
+    let r = app.post(&url, Some(&o.member), &body).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let p = r.json();
+    assert_eq!(p["dry_run"], true);
+    assert_eq!(
+        (p["would_resolve"].as_u64(), p["failed"].as_u64()),
+        (Some(1), Some(2)),
+        "{p}"
+    );
+    let results = p["results"].as_array().unwrap();
+    assert_eq!(results.len(), 3, "each id once: {p}");
+    assert_eq!(
+        results[0],
+        json!({"id": c1, "status": "would_resolve", "field": "name",
+               "local_now": "L1", "remote_now": "R1", "value": "R1"})
+    );
+    assert_eq!(results[1]["status"], "error");
+    assert_eq!(results[1]["code"], "stale", "{p}");
+    assert_eq!(results[2]["status"], "error");
+    assert_eq!(results[2]["code"], "invalid", "{p}");
+    // Nothing written.
+    let admin = app.admin().await;
+    let pending: i64 = admin
+        .query_one(
+            "SELECT count(*) FROM device_conflicts WHERE resolution_status = 'pending'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(pending, 3);
+    assert_eq!(device_name(&app, d1).await, "L1");
+    assert!(audit_rows(&app, c1).await.is_empty());
+    assert!(refresh_runs(&app, svc).await.is_empty());
+    // A viewer may not preview (same access as resolving); a bad dry_run is a 422.
+    let r = app.post(&url, Some(&o.viewer), &body).await;
+    assert_eq!(r.status, 403);
+    let r = app
+        .post(
+            &url,
+            Some(&o.member),
+            &json!({"ids": [c1], "resolution": "remote", "dry_run": "yes"}),
+        )
+        .await;
+    assert_eq!(r.status, 422, "{}", r.text());
+    assert_eq!(r.content_type(), "application/problem+json");
+    // The same request without dry_run resolves what the preview said it would.
+    let r = app
+        .post(
+            &url,
+            Some(&o.member),
+            &json!({"ids": [c1, c2, identity], "resolution": "remote"}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        (r.json()["resolved"].as_u64(), r.json()["failed"].as_u64()),
+        (Some(1), Some(2))
+    );
+    assert_eq!(device_name(&app, d1).await, "R1");
+}

@@ -126,12 +126,59 @@ async fn runs_are_listed_filtered_paginated_and_read() {
     assert_eq!(done.len(), 4);
     let failed = all_pages(&e, "/sync-runs?status=failed").await;
     assert!(failed.is_empty());
+    // Filtered by time on the server: `since` (inclusive) and `until` (exclusive) of created_at.
+    let enc = |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339().replace('+', "%2B");
+    let hour = chrono::Duration::hours(1);
+    let now = chrono::Utc::now();
+    assert_eq!(
+        all_pages(&e, &format!("/sync-runs?since={}", enc(now - hour)))
+            .await
+            .len(),
+        4
+    );
+    assert!(
+        all_pages(&e, &format!("/sync-runs?since={}", enc(now + hour)))
+            .await
+            .is_empty()
+    );
+    assert!(
+        all_pages(&e, &format!("/sync-runs?until={}", enc(now - hour)))
+            .await
+            .is_empty()
+    );
+    let third = all[1]["created_at"].as_str().unwrap();
+    let before_third = all_pages(
+        &e,
+        &format!("/sync-runs?until={}", third.replace('+', "%2B")),
+    )
+    .await;
+    assert_eq!(
+        before_third.len(),
+        2,
+        "the two runs created before the third"
+    );
+    let from_third = all_pages(
+        &e,
+        &format!(
+            "/sync-runs?service_id={}&since={}",
+            a.id,
+            third.replace('+', "%2B")
+        ),
+    )
+    .await;
+    assert_eq!(
+        from_third.len(),
+        1,
+        "of service a, only the third run is that recent"
+    );
     for bad in [
         "/sync-runs?status=bogus",
         "/sync-runs?limit=500",
         "/sync-runs?limit=0",
         "/sync-runs?service_id=nope",
         "/sync-runs?cursor=garbage",
+        "/sync-runs?since=yesterday",
+        "/sync-runs?until=2026-13-01",
     ] {
         assert_eq!(e.get(bad).await.status, 400, "{bad}");
     }
@@ -232,6 +279,33 @@ async fn the_sync_log_records_runs_and_device_operations_with_filters_and_a_curs
     assert!(later.is_empty());
     assert_eq!(e.get("/sync-log?since=yesterday").await.status, 400);
     assert_eq!(e.get("/sync-log?device_id=x").await.status, 400);
+
+    // Filtered by status and by `until` on the server (the console no longer filters a page).
+    let succeeded = all_pages(&e, &format!("/sync-log?run_id={run}&status=success")).await;
+    let expected = rows.iter().filter(|r| r["status"] == "success").count();
+    assert!(expected >= 3, "{rows:?}");
+    assert_eq!(succeeded.len(), expected);
+    assert!(succeeded.iter().all(|r| r["status"] == "success"));
+    assert!(
+        all_pages(&e, &format!("/sync-log?run_id={run}&status=conflict"))
+            .await
+            .is_empty()
+    );
+    let past = (chrono::Utc::now() - chrono::Duration::hours(1)).to_rfc3339();
+    let earlier = all_pages(&e, &format!("/sync-log?until={}", past.replace('+', "%2B"))).await;
+    assert!(earlier.is_empty());
+    let until_future = all_pages(
+        &e,
+        &format!(
+            "/sync-log?run_id={run}&until={}",
+            future.replace('+', "%2B")
+        ),
+    )
+    .await;
+    assert_eq!(until_future.len(), rows.len());
+    for bad in ["/sync-log?status=Error!", "/sync-log?until=soon"] {
+        assert_eq!(e.get(bad).await.status, 400, "{bad}");
+    }
 }
 
 #[tokio::test]

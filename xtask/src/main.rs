@@ -3,6 +3,8 @@
 //! - `test`: everything CI checks — toolchain setup, fmt, clippy (native and wasm), all tests
 //!   (listing any that were skipped, e.g. the console's browser tests without Chromium), the wasm
 //!   builds of every component (the console's too) and the import check.
+//!   It fails if a process the tests started (a browser, chromedriver, a host, `spin up`) is
+//!   still running after them: each carries the run's `GS_TEST_SUITE_ID` in its environment.
 //! - `test-spin`: the Spin suite alone (the HTTP-level tests against `spin up`; `test` ends with it).
 //! - `check-imports`: build the components for wasm32-wasip2 and check their imports/exports.
 //! - `fuzz [--seconds N]`: run every cargo-fuzz target in `fuzz/` for N seconds (default 30).
@@ -109,7 +111,7 @@ fn build_components() -> Result<()> {
 
 /// The Spin suite: the HTTP-level integration tests against the real Spin runtime. Without a
 /// `spin` on PATH it says in one line that it skipped, and why.
-fn test_spin(db_url: &str) -> Result<()> {
+fn test_spin(db_url: &str, suite: &str) -> Result<()> {
     let version = match host::spin_up::spin_binary() {
         Ok(_) => host::spin_up::spin_version().unwrap_or_default(),
         Err(why) => {
@@ -134,6 +136,7 @@ fn test_spin(db_url: &str) -> Result<()> {
     let _ = std::fs::remove_file(&report);
     let mut c = cargo();
     c.env("DATABASE_URL", db_url)
+        .env(host::procs::SUITE_VAR, suite)
         .env("GS_TEST_HOST", "spin")
         .env("GS_TEST_REPORT", &report)
         .args(["test", "-p", "golioth-sync-tests", "--no-fail-fast"]);
@@ -141,6 +144,7 @@ fn test_spin(db_url: &str) -> Result<()> {
         c.args(["--test", t]);
     }
     let result = step("cargo test (GS_TEST_HOST=spin)", c);
+    let survivors = check_survivors(suite);
     let text = std::fs::read_to_string(&report).unwrap_or_default();
     let mut on_spin = std::collections::BTreeSet::new();
     let mut native_only = std::collections::BTreeMap::new();
@@ -166,7 +170,40 @@ fn test_spin(db_url: &str) -> Result<()> {
         native_only.len(),
         if result.is_ok() { "" } else { " (FAILED)" }
     );
-    result
+    result.and(survivors)
+}
+
+/// A fresh id for one test run: every process it starts inherits it as `GS_TEST_SUITE_ID`.
+fn suite_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+/// Fail, naming them, if processes started by the test run `suite` are still alive once it has
+/// ended (a browser, chromedriver, a host or `spin up` a test did not stop). They are killed.
+fn check_survivors(suite: &str) -> Result<()> {
+    // A process killed a moment ago may still be on its way out.
+    let deadline = Instant::now() + std::time::Duration::from_secs(3);
+    let mut left = host::procs::marked(host::procs::SUITE_VAR, suite);
+    while !left.is_empty() && Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        left = host::procs::marked(host::procs::SUITE_VAR, suite);
+    }
+    if left.is_empty() {
+        println!("no process the tests started is still running");
+        return Ok(());
+    }
+    println!(
+        "FAILED: {} process(es) the tests started are still running:",
+        left.len()
+    );
+    for (pid, cmd) in &left {
+        println!("  {pid}: {}", cmd.chars().take(160).collect::<String>());
+    }
+    let _ = Command::new("kill")
+        .arg("-KILL")
+        .args(left.iter().map(|(pid, _)| pid.to_string()))
+        .status();
+    bail!("the tests left {} process(es) running", left.len())
 }
 
 /// Print the tests a report file says were skipped (`skipped\ttest\twhy`), or nothing.
@@ -280,16 +317,15 @@ fn test() -> Result<()> {
     // this report; they are listed after the step so a skip is never silent.
     let report = target_dir().join("test-report.tsv");
     let _ = std::fs::remove_file(&report);
+    let suite = suite_id();
     let mut c = with_db(cargo());
-    c.env("GS_TEST_REPORT", &report).args([
-        "test",
-        "--workspace",
-        "--all-targets",
-        "--no-fail-fast",
-    ]);
+    c.env("GS_TEST_REPORT", &report)
+        .env(host::procs::SUITE_VAR, &suite)
+        .args(["test", "--workspace", "--all-targets", "--no-fail-fast"]);
     let result = step("cargo test --workspace", c);
     print_skipped(&report);
     result?;
+    check_survivors(&suite)?;
 
     build_components()?;
     check_imports()?;
@@ -302,7 +338,7 @@ fn test() -> Result<()> {
     } else {
         20
     })?;
-    test_spin(&db_url)?;
+    test_spin(&db_url, &suite)?;
 
     println!(
         "\nall checks passed in {:.0}s",
@@ -336,7 +372,7 @@ fn main() -> Result<()> {
                 .build()?
                 .block_on(host::pgenv::locate())?;
             build_components()?;
-            test_spin(&server.admin_url)
+            test_spin(&server.admin_url, &suite_id())
         }
         Some("bench") => bench::run(&args[1..], &root(), &target_dir()),
         Some("loadgen") => bench::loadgen(&args[1..]),
@@ -357,5 +393,32 @@ fn main() -> Result<()> {
         _ => bail!(
             "usage: cargo xtask up [--listen ADDR] | test | test-spin | check-imports | fuzz [--seconds N] | bench [--host spin] [--spin-webhook-rate a,b] [--latency-ms N] [--sizes a,b,c] [--webhook-rate N] [--webhook-seconds N] [--skip resync,baseline,webhook] [--lost-answers SHARE]"
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_process_left_by_the_tests_fails_the_run_and_is_killed() {
+        let suite = suite_id();
+        assert!(check_survivors(&suite).is_ok(), "nothing started yet");
+        // A grandchild that outlives its parent, as a browser outlives a killed chromedriver.
+        let status = Command::new("sh")
+            .args(["-c", "sleep 300 >/dev/null 2>&1 &"])
+            .env(host::procs::SUITE_VAR, &suite)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let err = check_survivors(&suite).unwrap_err();
+        assert!(format!("{err}").contains("left 1 process"), "{err}");
+        // check_survivors killed it: the next check passes.
+        let deadline = Instant::now() + std::time::Duration::from_secs(5);
+        while !host::procs::marked(host::procs::SUITE_VAR, &suite).is_empty() {
+            assert!(Instant::now() < deadline, "the survivor was not killed");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        assert!(check_survivors(&suite).is_ok());
     }
 }

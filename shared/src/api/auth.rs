@@ -24,6 +24,28 @@ pub struct Caller {
 #[derive(Debug, Deserialize)]
 struct Claims {
     sub: String,
+    /// Display claims the platform may add (OpenID Connect's `name` and `email`). Read as any
+    /// JSON value, so a claim of another type is ignored rather than refusing the token.
+    #[serde(default)]
+    name: Option<serde_json::Value>,
+    #[serde(default)]
+    email: Option<serde_json::Value>,
+}
+
+/// Who a verified token names: the user id and, when the token carries them as short strings,
+/// a display name and an email address (for the console; never used to authorize).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub user_id: Uuid,
+    pub name: Option<String>,
+    pub email: Option<String>,
+}
+
+/// A display claim kept only when it is a non-empty string of at most 200 characters without
+/// control characters.
+fn display_claim(v: Option<serde_json::Value>) -> Option<String> {
+    let s = v?.as_str()?.trim().to_owned();
+    (!s.is_empty() && s.chars().count() <= 200 && !s.chars().any(char::is_control)).then_some(s)
 }
 
 /// The bearer token of a request, if any.
@@ -43,6 +65,11 @@ pub fn bearer(req: &Request) -> Option<&str> {
 /// Verify an HS256 JWT and return its subject. Rejects `alg: none`, other algorithms, a bad
 /// signature, a missing or past `exp`, and a `sub` that is not a uuid — all as 401.
 pub fn verify_jwt(token: &str, secret: &str) -> Result<Uuid, ApiError> {
+    verify_identity(token, secret).map(|i| i.user_id)
+}
+
+/// [`verify_jwt`], keeping the token's display claims too.
+pub fn verify_identity(token: &str, secret: &str) -> Result<Identity, ApiError> {
     use jsonwebtoken::{Algorithm, DecodingKey, Validation, decode};
     let mut validation = Validation::new(Algorithm::HS256);
     validation.leeway = 5;
@@ -53,8 +80,20 @@ pub fn verify_jwt(token: &str, secret: &str) -> Result<Uuid, ApiError> {
         &validation,
     )
     .map_err(|e| ApiError::unauthorized(format!("invalid token: {}", jwt_reason(&e))))?;
-    Uuid::parse_str(&data.claims.sub)
-        .map_err(|_| ApiError::unauthorized("invalid token: sub is not a user id"))
+    let user_id = Uuid::parse_str(&data.claims.sub)
+        .map_err(|_| ApiError::unauthorized("invalid token: sub is not a user id"))?;
+    Ok(Identity {
+        user_id,
+        name: display_claim(data.claims.name),
+        email: display_claim(data.claims.email),
+    })
+}
+
+/// Authenticate the request's bearer token without an organization (`GET /api/v1/me`).
+pub fn authenticate(req: &Request, ctx: &Ctx<'_>) -> Result<Identity, ApiError> {
+    let token = bearer(req).ok_or_else(|| ApiError::unauthorized("missing bearer token"))?;
+    let secret = Settings::require(&ctx.settings.jwt_secret, "jwt_secret")?;
+    verify_identity(token, secret.expose())
 }
 
 fn jwt_reason(e: &jsonwebtoken::errors::Error) -> &'static str {
@@ -200,5 +239,35 @@ mod tests {
         assert_eq!(bearer(&req("bearer abc")), Some("abc"));
         assert_eq!(bearer(&req("Basic abc")), None);
         assert_eq!(bearer(&req("Bearer ")), None);
+    }
+
+    #[test]
+    fn display_claims_are_kept_only_as_short_strings() {
+        let user = Uuid::new_v4();
+        let t = token(
+            jsonwebtoken::Algorithm::HS256,
+            json!({"sub": user.to_string(), "exp": exp(60), "name": " Ada Lovelace ", "email": "ada@example.com"}),
+            SECRET,
+        );
+        let id = verify_identity(&t, SECRET).unwrap();
+        assert_eq!(id.user_id, user);
+        assert_eq!(id.name.as_deref(), Some("Ada Lovelace"));
+        assert_eq!(id.email.as_deref(), Some("ada@example.com"));
+        // Another type, an empty string, a control character or a huge value: left out, and the
+        // token is still valid.
+        let t = token(
+            jsonwebtoken::Algorithm::HS256,
+            json!({"sub": user.to_string(), "exp": exp(60), "name": {"given": "Ada"}, "email": "a\u{7}b"}),
+            SECRET,
+        );
+        let id = verify_identity(&t, SECRET).unwrap();
+        assert_eq!((id.name, id.email), (None, None));
+        let t = token(
+            jsonwebtoken::Algorithm::HS256,
+            json!({"sub": user.to_string(), "exp": exp(60), "name": "x".repeat(201), "email": ""}),
+            SECRET,
+        );
+        let id = verify_identity(&t, SECRET).unwrap();
+        assert_eq!((id.name, id.email), (None, None));
     }
 }

@@ -304,8 +304,13 @@ pub async fn bulk_resolve(req: &Request, params: &Params, ctx: &Ctx<'_>) -> ApiR
     let caller = auth::authorize(req, params, ctx, Role::Member).await?;
     // Up to 1000 ids plus a custom value: allow more than a single request's body.
     let body = json_body(req, 4 * JSON_BODY_LIMIT)?;
-    let obj = body_object(&body, &["ids", "filter", "resolution", "value"])?;
+    let obj = body_object(&body, &["ids", "filter", "resolution", "value", "dry_run"])?;
     let decision = parse_decision(obj, true)?;
+    let dry_run = match obj.get("dry_run") {
+        None => false,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => return Err(ApiError::unprocessable("dry_run must be true or false")),
+    };
     let selection = match (obj.get("ids"), obj.get("filter")) {
         (Some(_), None) => Selection::Ids(uuid_list(&body, "ids", MAX_BULK_IDS)?),
         (None, Some(f)) => Selection::Filter {
@@ -318,6 +323,37 @@ pub async fn bulk_resolve(req: &Request, params: &Params, ctx: &Ctx<'_>) -> ApiR
             ));
         }
     };
+    if dry_run {
+        // The server's own preview: the same checks, what each side holds now and will hold,
+        // nothing written.
+        let (previews, has_more) =
+            uc::preview_many(ctx, caller.org_id, caller.user_id, selection, &decision).await?;
+        let ok = previews.iter().filter(|(_, p)| p.is_ok()).count();
+        let results: Vec<Value> = previews
+            .into_iter()
+            .map(|(id, outcome)| match outcome {
+                Ok(mut v) => {
+                    v["id"] = json!(id);
+                    v["status"] = json!("would_resolve");
+                    v
+                }
+                Err(f) => {
+                    json!({"id": id, "status": "error", "code": f.code(), "error": f.detail()})
+                }
+            })
+            .collect();
+        return Ok(json_response(
+            StatusCode::OK,
+            &json!({
+                "dry_run": true,
+                "resolution": decision.strategy.as_str(),
+                "would_resolve": ok,
+                "failed": results.len() - ok,
+                "has_more": has_more,
+                "results": results,
+            }),
+        ));
+    }
     let bulk = uc::resolve_many(ctx, caller.org_id, caller.user_id, selection, &decision).await?;
     let resolved = bulk.resolved();
     let results: Vec<Value> = bulk

@@ -10,6 +10,7 @@ pub mod auth;
 mod conflicts;
 mod health;
 pub mod input;
+mod me;
 pub mod routing;
 mod runs;
 mod services;
@@ -69,6 +70,7 @@ impl Component {
 pub enum Endpoint {
     Health,
     Tick,
+    Me,
     ListServices,
     CreateService,
     GetService,
@@ -102,6 +104,8 @@ pub enum Access {
     Internal,
     /// The service's webhook secret (Golioth Pipelines).
     WebhookSecret,
+    /// Any valid bearer token, about its own user only (`/api/v1/me`); no organization.
+    User,
     /// A member of the organization in the path with at least this role; non-members get 404.
     Org(crate::app::access::Role),
 }
@@ -139,6 +143,7 @@ pub fn routes(component: Component) -> &'static [Route] {
     const DEVICE_SYNC: &[Route] = &[
         r("GET", "/health", Health, Access::Public),
         r("POST", "/internal/tick", Tick, Access::Internal),
+        r("GET", "/api/v1/me", Me, Access::User),
         r("GET", "/api/v1/orgs/:org_id/services", ListServices, VIEWER),
         r(
             "POST",
@@ -403,6 +408,7 @@ async fn handle(endpoint: Endpoint, req: Request, params: &Params, ctx: &Ctx<'_>
     let req = &req;
     match endpoint {
         Endpoint::Health => health::health(ctx).await,
+        Endpoint::Me => me::get(req, params, ctx).await,
         Endpoint::ListServices => services::list(req, params, ctx).await,
         Endpoint::CreateService => services::create(req, params, ctx).await,
         Endpoint::GetService => services::get(req, params, ctx).await,

@@ -1,5 +1,5 @@
-//! Sync runs: list (filters, cursor pagination), inspect, cancel. Another organization's run is
-//! a 404 like a missing one.
+//! Sync runs: list (filtered by service, status and time, cursor pagination), inspect, cancel.
+//! Another organization's run is a 404 like a missing one.
 
 use http::StatusCode;
 use serde_json::{Value, json};
@@ -94,6 +94,20 @@ pub(crate) fn before_cursor(
     }
 }
 
+/// An optional RFC 3339 query parameter (`since`, `until`); anything else is a 400.
+pub fn time_param(
+    q: &std::collections::HashMap<String, String>,
+    key: &str,
+) -> Result<Option<chrono::DateTime<chrono::Utc>>, ApiError> {
+    q.get(key)
+        .map(|s| {
+            chrono::DateTime::parse_from_rfc3339(s)
+                .map(|t| t.with_timezone(&chrono::Utc))
+                .map_err(|_| ApiError::bad_request(format!("{key} must be an RFC 3339 timestamp")))
+        })
+        .transpose()
+}
+
 pub async fn list(req: &Request, params: &Params, ctx: &Ctx<'_>) -> ApiResult {
     let caller = auth::authorize(req, params, ctx, Role::Viewer).await?;
     let q = query(req);
@@ -111,6 +125,8 @@ pub async fn list(req: &Request, params: &Params, ctx: &Ctx<'_>) -> ApiResult {
     let filter = RunFilter {
         service_id: uuid_param(&q, "service_id")?,
         status,
+        since: time_param(&q, "since")?,
+        until: time_param(&q, "until")?,
         before: before_cursor(&q)?,
         limit: limit + 1,
     };

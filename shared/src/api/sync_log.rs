@@ -1,5 +1,5 @@
-//! GET …/sync-log: the audit trail, newest first, filtered by service, device, run and time,
-//! with cursor pagination (viewer and up).
+//! GET …/sync-log: the audit trail, newest first, filtered by service, device, run, status and
+//! time (`since`, `until`), with cursor pagination (viewer and up).
 
 use http::StatusCode;
 use serde_json::{Value, json};
@@ -7,7 +7,7 @@ use uuid::Uuid;
 
 use super::auth;
 use super::input::{encode_cursor, page_limit, query};
-use super::runs::before_cursor;
+use super::runs::{before_cursor, time_param};
 use super::{ApiResult, Ctx, Request, json_response};
 use crate::api::routing::Params;
 use crate::app::access::Role;
@@ -26,23 +26,31 @@ fn uuid_q(
         .transpose()
 }
 
+/// A log status as the engine writes them (`success`, `error`, `conflict`, `skipped`, …).
+fn is_log_status(s: &str) -> bool {
+    (1..=40).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+}
+
 pub async fn list(req: &Request, params: &Params, ctx: &Ctx<'_>) -> ApiResult {
     let caller = auth::authorize(req, params, ctx, Role::Viewer).await?;
     let q = query(req);
     let limit = page_limit(&q)?;
-    let since = q
-        .get("since")
-        .map(|s| {
-            chrono::DateTime::parse_from_rfc3339(s)
-                .map(|t| t.with_timezone(&chrono::Utc))
-                .map_err(|_| ApiError::bad_request("since must be an RFC 3339 timestamp"))
-        })
-        .transpose()?;
+    let status = match q.get("status") {
+        None => None,
+        Some(s) if is_log_status(s) => Some(s.clone()),
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "status must be a log status (1-40 lowercase letters and _, e.g. error)",
+            ));
+        }
+    };
     let filter = LogFilter {
         service_id: uuid_q(&q, "service_id")?,
         device_id: uuid_q(&q, "device_id")?,
         run_id: uuid_q(&q, "run_id")?,
-        since,
+        status,
+        since: time_param(&q, "since")?,
+        until: time_param(&q, "until")?,
         before: before_cursor(&q)?,
         limit: limit + 1,
     };

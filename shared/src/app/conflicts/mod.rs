@@ -106,7 +106,7 @@ pub struct Decision {
 
 impl Decision {
     /// The sync core's choice, for field and device conflicts.
-    fn choice(&self) -> Option<Choice> {
+    pub(super) fn choice(&self) -> Option<Choice> {
         match self.strategy {
             Strategy::Local => Some(Choice::Local),
             Strategy::Remote => Some(Choice::Remote),
@@ -249,20 +249,7 @@ pub async fn resolve_many(
     selection: Selection,
     decision: &Decision,
 ) -> Result<Bulk, ApiError> {
-    let (ids, has_more) = match selection {
-        Selection::Ids(ids) => (ids, false),
-        Selection::Filter { filter, max } => {
-            let limit = max as i64 + 1;
-            let filter = &filter;
-            let mut ids = store::in_org(ctx.db, org, |tx| {
-                Box::pin(async move { db::pending_ids(tx, org, filter, limit).await })
-            })
-            .await?;
-            let more = ids.len() > max;
-            ids.truncate(max);
-            (ids, more)
-        }
-    };
+    let (ids, has_more) = selected(ctx, org, selection).await?;
     let mut outcomes = apply::resolve_all(ctx, org, user, &ids, decision).await?;
     let mut seen = HashSet::new();
     let mut results = Vec::with_capacity(ids.len());
@@ -277,6 +264,84 @@ pub async fn resolve_many(
         results.push((*id, outcome));
     }
     Ok(Bulk { results, has_more })
+}
+
+/// The conflicts a selection names (deduplicated, in order) and whether a filter left more.
+async fn selected(
+    ctx: &Ctx<'_>,
+    org: Uuid,
+    selection: Selection,
+) -> Result<(Vec<Uuid>, bool), ApiError> {
+    match selection {
+        Selection::Ids(ids) => {
+            let mut seen = HashSet::new();
+            Ok((
+                ids.into_iter().filter(|id| seen.insert(*id)).collect(),
+                false,
+            ))
+        }
+        Selection::Filter { filter, max } => {
+            let limit = max as i64 + 1;
+            let filter = &filter;
+            let mut ids = store::in_org(ctx.db, org, |tx| {
+                Box::pin(async move { db::pending_ids(tx, org, filter, limit).await })
+            })
+            .await?;
+            let more = ids.len() > max;
+            ids.truncate(max);
+            Ok((ids, more))
+        }
+    }
+}
+
+/// One conflict of a bulk preview: what resolving it would do, or why it would fail.
+pub type PreviewOutcome = Result<Value, Failure>;
+
+/// What [`resolve_many`] would do with the same selection and decision, writing nothing (the bulk
+/// resolve's `dry_run`): each conflict is loaded and checked exactly as a resolution checks it.
+pub async fn preview_many(
+    ctx: &Ctx<'_>,
+    org: Uuid,
+    user: Uuid,
+    selection: Selection,
+    decision: &Decision,
+) -> Result<(Vec<(Uuid, PreviewOutcome)>, bool), ApiError> {
+    let (ids, has_more) = selected(ctx, org, selection).await?;
+    let ids_ref = &ids;
+    let inputs = store::in_org(ctx.db, org, |tx| {
+        Box::pin(async move { db::load_for_resolution(tx, org, ids_ref, false).await })
+    })
+    .await?;
+    let mut by_id: std::collections::HashMap<Uuid, &db::ResolveInput> =
+        inputs.iter().map(|i| (i.conflict.id, i)).collect();
+    let mut claimed = HashSet::new();
+    let results = ids
+        .iter()
+        .map(|id| {
+            let outcome = match by_id.remove(id) {
+                None => Err(Failure::NotFound),
+                Some(input) => plan::preview(input, decision, user).and_then(|v| {
+                    // Two conflicts of one request setting the same device field fail as when
+                    // applying them.
+                    let field_write = v.get("local_now").is_some();
+                    match input.conflict.device_id {
+                        Some(device)
+                            if field_write
+                                && !claimed.insert((device, input.conflict.field_name.clone())) =>
+                        {
+                            Err(Failure::Conflict(format!(
+                                "another conflict of this request already sets the device's {}",
+                                input.conflict.field_name
+                            )))
+                        }
+                        _ => Ok(v),
+                    }
+                }),
+            };
+            (*id, outcome)
+        })
+        .collect();
+    Ok((results, has_more))
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! Planning a resolution (pure): the sync core decides the values; this checks that the conflict
 //! still describes the device as it is now (no edit since detection), that it is still pending
-//! and linked, and turns a field resolution into the store's conditional write.
+//! and linked, and turns a field resolution into the store's conditional write; [`preview`] says
+//! what a resolution would do without writing (the bulk dry run).
 
 use chrono::{DateTime, Utc};
 use serde_json::json;
@@ -129,6 +130,63 @@ pub(super) fn plan_field(
             .or_else(|| c.external_device_id.clone()),
         details,
     })
+}
+
+/// What resolving one conflict with `decision` would do, without writing (the bulk preview,
+/// `dry_run`): the same checks as the real resolution, and for a field conflict the values both
+/// sides hold now and the one both will hold. A device-level conflict names its action.
+pub(super) fn preview(
+    input: &db::ResolveInput,
+    decision: &Decision,
+    user: Uuid,
+) -> Result<serde_json::Value, Failure> {
+    let c = &input.conflict;
+    check_pending(c)?;
+    match ConflictField::parse(&c.field_name) {
+        Some(ConflictField::Field(field)) => {
+            let w = plan_field(input, field, decision, user)?;
+            Ok(json!({
+                "field": w.field,
+                "local_now": w.details["before"]["local"],
+                "remote_now": c.remote_value,
+                "value": w.local_value,
+            }))
+        }
+        Some(ConflictField::Identity) => match decision.strategy {
+            super::Strategy::Create => Ok(json!({
+                "field": c.field_name,
+                "action": "create a local device for the Golioth device and link them",
+            })),
+            _ => Err(resolve_error(ResolveError::Identity)),
+        },
+        Some(ConflictField::Device) => {
+            let choice = decision.choice().ok_or_else(|| {
+                Failure::Invalid(
+                    "a delete_vs_modify conflict is resolved with local or remote".into(),
+                )
+            })?;
+            let pending = pending_conflict(c)?;
+            let action = match decide(&pending, choice).map_err(resolve_error)? {
+                Resolution::Device(crate::domain::sync::DeviceResolution::SetBase { .. }) => {
+                    "accept the deletion (the next sync applies it)"
+                }
+                Resolution::Device(crate::domain::sync::DeviceResolution::ResetLink) => {
+                    "keep the local device (the next sync creates it in Golioth again)"
+                }
+                Resolution::Device(crate::domain::sync::DeviceResolution::Restore { .. }) => {
+                    "restore the deleted local device with Golioth's values"
+                }
+                Resolution::Field { .. } => {
+                    return Err(Failure::Invalid("not a device conflict".into()));
+                }
+            };
+            Ok(json!({ "field": c.field_name, "action": action }))
+        }
+        None => Err(Failure::Invalid(format!(
+            "unknown conflict field {}",
+            c.field_name
+        ))),
+    }
 }
 
 #[cfg(test)]

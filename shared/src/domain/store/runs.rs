@@ -157,6 +157,10 @@ pub async fn get(
 pub struct RunFilter {
     pub service_id: Option<Uuid>,
     pub status: Option<String>,
+    /// Runs created at or after this time.
+    pub since: Option<DateTime<Utc>>,
+    /// Runs created before this time.
+    pub until: Option<DateTime<Utc>>,
     /// Keyset: runs strictly older than `(created_at, id)`.
     pub before: Option<(String, Uuid)>,
     pub limit: i64,
@@ -176,7 +180,9 @@ pub async fn list(db: &dyn Db, org: Uuid, f: &RunFilter) -> Result<Vec<RunRow>, 
                    AND ($2::text IS NULL OR service_id = $2::text::uuid) \
                    AND ($3::text IS NULL OR status = $3::text) \
                    AND ($4::text IS NULL OR (created_at, id) < ($4::text::timestamptz, $5::text::uuid)) \
-                 ORDER BY created_at DESC, id DESC LIMIT $6"
+                   AND ($6::text IS NULL OR created_at >= $6::text::timestamptz) \
+                   AND ($7::text IS NULL OR created_at < $7::text::timestamptz) \
+                 ORDER BY created_at DESC, id DESC LIMIT $8"
             ),
             &[
                 Param::Uuid(org),
@@ -184,6 +190,8 @@ pub async fn list(db: &dyn Db, org: Uuid, f: &RunFilter) -> Result<Vec<RunRow>, 
                 f.status.clone().into(),
                 before_ts,
                 before_id,
+                f.since.map_or(Param::Null, ts),
+                f.until.map_or(Param::Null, ts),
                 Param::Int64(f.limit),
             ],
         )

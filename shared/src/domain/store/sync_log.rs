@@ -67,7 +67,11 @@ pub struct LogFilter {
     pub service_id: Option<Uuid>,
     pub device_id: Option<Uuid>,
     pub run_id: Option<Uuid>,
+    /// Entries with this status (`success`, `error`, `conflict`, …).
+    pub status: Option<String>,
     pub since: Option<DateTime<Utc>>,
+    /// Entries written before this time.
+    pub until: Option<DateTime<Utc>>,
     /// Keyset: rows strictly older than `(created_at, id)`.
     pub before: Option<(String, Uuid)>,
     pub limit: i64,
@@ -90,7 +94,9 @@ pub async fn list(db: &dyn Db, org: Uuid, f: &LogFilter) -> Result<Vec<LogEntryR
                AND ($4::text IS NULL OR run_id = $4::text::uuid) \
                AND ($5::text IS NULL OR created_at >= $5::text::timestamptz) \
                AND ($6::text IS NULL OR (created_at, id) < ($6::text::timestamptz, $7::text::uuid)) \
-             ORDER BY created_at DESC, id DESC LIMIT $8",
+               AND ($8::text IS NULL OR status = $8::text) \
+               AND ($9::text IS NULL OR created_at < $9::text::timestamptz) \
+             ORDER BY created_at DESC, id DESC LIMIT $10",
             &[
                 Param::Uuid(org),
                 f.service_id.map(|s| s.to_string()).into(),
@@ -99,6 +105,8 @@ pub async fn list(db: &dyn Db, org: Uuid, f: &LogFilter) -> Result<Vec<LogEntryR
                 f.since.map_or(Param::Null, ts),
                 before_ts,
                 before_id,
+                f.status.clone().into(),
+                f.until.map_or(Param::Null, ts),
                 Param::Int64(f.limit),
             ],
         )
