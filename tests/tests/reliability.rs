@@ -555,23 +555,29 @@ async fn a_sync_under_failures_and_sigkills_ends_where_an_undisturbed_one_ends()
     assert_eq!(before["devices"], after["devices"], "seed {seed}");
 }
 
-#[tokio::test]
-async fn webhook_deliveries_answered_200_survive_a_sigkill_stored_once() {
-    const SECRET: &str = "pipeline-secret-0123456789abcdef";
-    const TOTAL: usize = 2_000;
-    const KILL_AFTER: usize = 600;
-    let mut e = env_with(&[]).await;
-    let svc = e.service("hooks", json!({})).await;
+/// A service named `name` whose Pipeline deliveries authenticate with `secret`.
+async fn service_with_webhook_secret(e: &Env, name: &str, secret: &str) -> Svc {
+    let svc = e.service(name, json!({})).await;
     let r = e
         .app
         .request(
             "PATCH",
             &format!("{}/services/{}", e.base(), svc.id),
             Some(&e.admin),
-            Some(&json!({"webhook_secret": SECRET})),
+            Some(&json!({"webhook_secret": secret})),
         )
         .await;
     assert_eq!(r.status, 200, "{}", r.text());
+    svc
+}
+
+#[tokio::test]
+async fn webhook_deliveries_answered_200_survive_a_sigkill_stored_once() {
+    const SECRET: &str = "pipeline-secret-0123456789abcdef";
+    const TOTAL: usize = 2_000;
+    const KILL_AFTER: usize = 600;
+    let mut e = env_with(&[]).await;
+    let svc = service_with_webhook_secret(&e, "hooks", SECRET).await;
     // Twenty devices linked to Golioth ids, a hundred deliveries each, every one distinct.
     let db = e.app.admin().await;
     let golioth: Vec<String> = (0..20)
@@ -740,17 +746,7 @@ async fn a_host_whose_stdout_closed_still_answers_every_request() {
     }
     const SECRET: &str = "pipeline-secret-0123456789abcdef";
     let mut e = env_with(&[]).await;
-    let svc = e.service("closed-stdout", json!({})).await;
-    let r = e
-        .app
-        .request(
-            "PATCH",
-            &format!("{}/services/{}", e.base(), svc.id),
-            Some(&e.admin),
-            Some(&json!({"webhook_secret": SECRET})),
-        )
-        .await;
-    assert_eq!(r.status, 200, "{}", r.text());
+    let svc = service_with_webhook_secret(&e, "closed-stdout", SECRET).await;
     e.app.use_host_with_closed_stdout(HOST_BIN);
     // Each request below writes at least one log line (the request log; a 4xx its reason).
     for round in 0..5 {
