@@ -745,11 +745,6 @@ async fn a_thousand_concurrent_copies_make_one_telemetry_row() {
 /// arrival and commit, and each unknown device queues one refresh.
 #[tokio::test]
 async fn concurrent_deliveries_are_grouped_stored_once_and_the_newest_wins() {
-    if harness::native_only(
-        "grouping concurrent deliveries is the native host's; each Spin request is its own instance",
-    ) {
-        return;
-    }
     let env = Env::new().await;
     let svc = env.service(json!({}), SECRET).await;
     let pipe = env

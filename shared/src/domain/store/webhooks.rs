@@ -148,40 +148,62 @@ pub async fn ingest(
     p: &Plan,
 ) -> Result<Ingested, DbError> {
     let float = |v: Option<f64>| v.map_or(Param::Null, Param::Float64);
-    let rows = db
-        .query(
-            "SELECT delivery_id, status, refresh_queued FROM gs_webhook_ingest_as_of($1::uuid, \
+    let params = [
+        Param::Uuid(org),
+        Param::Uuid(service),
+        Param::Text(p.delivery_key.clone()),
+        Param::Text(ts_text(p.received_at)),
+        Param::Text(p.content_type.clone()),
+        p.event_type.clone().into(),
+        Param::Text(p.device_external_id.clone()),
+        Param::Jsonb(p.payload.clone()),
+        Param::Bool(p.kind == EventKind::Data),
+        Param::Text(p.path.clone()),
+        Param::Text(ts_text(p.recorded_at)),
+        Param::Jsonb(p.data.clone()),
+        Param::Bool(p.seen),
+        Param::Bool(p.offline),
+        Param::Bool(p.fresh),
+        float(p.state.battery_level),
+        float(p.state.signal_strength),
+        p.state.location.clone().map_or(Param::Null, Param::Jsonb),
+        Param::Bool(p.force_refresh),
+        Param::Text(version.to_owned()),
+    ];
+    // Deliveries stored at once by other instances, replicas or threads (their own batches) can
+    // lock the same device and delivery-key rows in another order; Postgres then aborts one
+    // statement with a deadlock (40P01). Nothing of it was stored (one statement), so it is
+    // sent again.
+    let mut attempt = 0;
+    let rows = loop {
+        attempt += 1;
+        match db
+            .query(
+                "SELECT delivery_id, status, refresh_queued FROM gs_webhook_ingest_as_of($1::uuid, \
                  $2::uuid, $3::text, $4::text, $5::text, $6::text, $7::text, $8::jsonb, \
                  $9::bool, $10::text, $11::text, $12::jsonb, $13::bool, $14::bool, $15::bool, \
                  $16::float8, $17::float8, $18::jsonb, $19::bool, $20::text)",
-            &[
-                Param::Uuid(org),
-                Param::Uuid(service),
-                Param::Text(p.delivery_key.clone()),
-                Param::Text(ts_text(p.received_at)),
-                Param::Text(p.content_type.clone()),
-                p.event_type.clone().into(),
-                Param::Text(p.device_external_id.clone()),
-                Param::Jsonb(p.payload.clone()),
-                Param::Bool(p.kind == EventKind::Data),
-                Param::Text(p.path.clone()),
-                Param::Text(ts_text(p.recorded_at)),
-                Param::Jsonb(p.data.clone()),
-                Param::Bool(p.seen),
-                Param::Bool(p.offline),
-                Param::Bool(p.fresh),
-                float(p.state.battery_level),
-                float(p.state.signal_strength),
-                p.state.location.clone().map_or(Param::Null, Param::Jsonb),
-                Param::Bool(p.force_refresh),
-                Param::Text(version.to_owned()),
-            ],
-        )
-        .await?;
+                &params,
+            )
+            .await
+        {
+            Err(e) if attempt < DEADLOCK_ATTEMPTS && is_deadlock(&e) => continue,
+            other => break other?,
+        }
+    };
     let row = rows
         .first()
         .ok_or_else(|| DbError::Decode("ingest returned no row".into()))?;
     ingested(row)
+}
+
+/// How often [`ingest`] sends a delivery that met a deadlock.
+const DEADLOCK_ATTEMPTS: u32 = 5;
+
+/// A statement Postgres aborted to break a deadlock (or a serialization failure): nothing of it
+/// happened, and sending it again is safe.
+fn is_deadlock(e: &DbError) -> bool {
+    matches!(e.sqlstate(), Some("40P01" | "40001"))
 }
 
 /// Whether [`ingest_batch`] stores `p` exactly as [`ingest`] would: its numbers must survive
