@@ -19,7 +19,7 @@ pub mod nonempty;
 // Db
 // ---------------------------------------------------------------------------------------------
 
-/// A statement parameter. Variants match what both Spin's `pg4` binding and tokio-postgres bind
+/// A statement parameter. Variants match what both Spin's `pg` binding and tokio-postgres bind
 /// strictly by type; anything else (timestamps, uuid lists) is passed as text and cast in SQL.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Param {

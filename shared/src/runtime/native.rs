@@ -205,7 +205,7 @@ impl PgPool {
     }
 }
 
-/// One connection for one request (the native twin of a Spin `pg4::Connection`). If it is
+/// One connection for one request (the native twin of a Spin `pg::Connection`). If it is
 /// dropped inside a transaction (a panic, say) the connection is discarded, never reused.
 pub struct PgDb {
     pool: Pool,

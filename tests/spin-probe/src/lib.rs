@@ -1,7 +1,8 @@
 //! Test-only Spin component (never deployed): runs each kind of statement that can yield zero rows
 //! through the product's Spin Postgres adapter (`shared::runtime::spin::SpinDb`, which applies the zero-row
 //! guard) and answers what came back and how long it took. `GET /raw?case=<kind>` sends one case
-//! straight to Spin's `pg4` binding without the guard: the canary that shows the host bug.
+//! straight to the synchronous `query` of Spin's Postgres binding without the guard: the canary
+//! that shows the host bug.
 
 /// Statements that yield zero rows, one per kind the zero-row guard must cover, against the
 /// migrated schema as the application role (no organization set, so row level security hides
