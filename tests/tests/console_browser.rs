@@ -507,6 +507,18 @@ impl Browser {
             .unwrap_or_else(|e| panic!("typing into {css}: {e}"));
     }
 
+    /// Wait until exactly `n` elements match `css` (at most [`WAIT`]); the count reached.
+    async fn wait_count(&self, css: &str, n: usize) -> usize {
+        let started = Instant::now();
+        loop {
+            let count = self.count(css).await;
+            if count == n || started.elapsed() > WAIT {
+                return count;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     async fn count(&self, css: &str) -> usize {
         self.client
             .find_all(Locator::Css(css))
@@ -1425,9 +1437,8 @@ async fn console_cancels_pages_copies_and_deletes_in_chromium() {
         2,
         "the oldest success made room"
     );
-    tokio::time::sleep(Duration::from_secs(6)).await;
     assert_eq!(
-        b.count("#notices .notice.ok").await,
+        b.wait_count("#notices .notice.ok", 0).await,
         0,
         "successes leave by themselves"
     );
